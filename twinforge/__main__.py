@@ -1,0 +1,5 @@
+"""Allow ``python -m twinforge``."""
+
+from twinforge.cli import app
+
+app(prog_name="twinforge")

@@ -1,0 +1,38 @@
+"""Process-wide settings, read from ``TWINFORGE_*`` environment variables.
+
+Every external service has an embedded default and a URL setting: leave the URL unset to
+use the embedded service, set it to talk to a real one.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """twinforge settings; each field ``name`` is read from ``TWINFORGE_NAME``."""
+
+    model_config = SettingsConfigDict(env_prefix="TWINFORGE_", extra="ignore")
+
+    graph_url: str | None = None
+    """Graph database URL (``falkordb://...``, ``bolt://...`` or ``neo4j://...``).
+    None means the embedded FalkorDB, run as a child process with its data in ``data_dir``."""
+
+    mqtt_url: str | None = None
+    """MQTT broker URL (``mqtt://host:port``). None means the embedded broker."""
+
+    history_url: str | None = None
+    """Telemetry history store URL. None means the embedded store under ``data_dir``."""
+
+    data_dir: Path = Path(".twinforge")
+    """Directory for the embedded services' data, write-ahead logs and caches."""
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, read from the environment once.
+
+    Tests that change the environment call ``get_settings.cache_clear()``.
+    """
+    return Settings()

@@ -1,0 +1,269 @@
+"""Rules that span elements, checked once every document is parsed.
+
+References must name elements of the right class (and, unless the target is an Interface,
+one defined in the same Interface); ``extends`` may not loop or run too deep; names must
+be unique among an Interface's contents, inherited ones included; complex schemas may not
+nest beyond the version's depth; Components may not nest; enum values must match the
+enum's value schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from . import standard
+from .errors import ParsingError, parsing_error
+from .metamodel import ClassInfo, Descendants, language
+from .nodes import Node, Reference
+
+
+def check_model(
+    nodes: dict[str, Node], roots: list[Node], references: list[Reference], errors: list[ParsingError]
+) -> None:
+    _check_references(nodes, references, errors)
+    if errors:
+        return
+    for node in nodes.values():
+        for cls in node.ctx.lang.chain(node.cls):
+            for rule in cls.descendants:
+                _check_descendants(node, rule, nodes, errors)
+    if errors:
+        return
+    for node in nodes.values():
+        _check_unique(node, nodes, errors)
+        if node.cls.term == "Enum":
+            _check_enum_values(node, nodes, errors)
+
+
+def _error(errors: list[ParsingError], node: Node, rule: str, cause: str, action: str, **where: object) -> None:
+    errors.append(parsing_error(rule, cause, action, primary_id=node.id, document=node.document, **where))
+
+
+def _target_class(target: str, nodes: dict[str, Node]) -> ClassInfo | None:
+    node = nodes.get(target)
+    if node is not None:
+        return node.cls
+    term = standard.standard_class(target)
+    if term is None:
+        return None
+    version = int(target.rsplit(";", 1)[1]) if ";" in target and target.rsplit(";", 1)[1].isdigit() else 4
+    lang = language(version if version in (2, 3, 4) else 4)
+    return lang.by_term.get(term)
+
+
+def _check_references(nodes: dict[str, Node], references: list[Reference], errors: list[ParsingError]) -> None:
+    for ref in references:
+        source = ref.source
+        target_cls = _target_class(ref.target, nodes)
+        if target_cls is None:
+            continue
+        lang = language(target_cls.version) if target_cls.version in (2, 3, 4) else source.ctx.lang
+        for constraint in ref.constraints:
+            if not lang.conforms(target_cls, constraint):
+                _error(
+                    errors,
+                    source,
+                    "invalidReferenceType",
+                    f"property {ref.term!r} refers to {ref.target}, which is not a {' or '.join(constraint.classes)}",
+                    f"Refer to a {' or '.join(constraint.classes)}.",
+                    property=ref.term,
+                    value=ref.target,
+                )
+                break
+            if constraint.child_of and not _is_child_of(ref.target, constraint.child_of, source.version):
+                _error(
+                    errors,
+                    source,
+                    "invalidPropertyValue",
+                    f"property {ref.term!r} value {ref.target.rsplit(':', 1)[-1]} is not a {constraint.child_of}",
+                    f"Use a {constraint.child_of} value.",
+                    property=ref.term,
+                    value=ref.target,
+                )
+                break
+        target = nodes.get(ref.target)
+        if target is not None and not target.cls.partition and target.partition is not source.partition:
+            _error(
+                errors,
+                source,
+                "nonReferenceableTarget",
+                f"{ref.target} is defined inside another Interface and cannot be referenced from here",
+                "Define the element at the top level or inside this Interface's schemas.",
+                property=ref.term,
+                value=ref.target,
+            )
+
+
+def _is_child_of(target: str, enum_term: str, version: int) -> bool:
+    """True when ``target`` is a value of the standard enum ``enum_term`` (a unit table).
+
+    DTDL v2 units (dtmi:standard:unit:X;2) are matched by name against the same tables.
+    """
+    name = target.rsplit(":", 1)[-1].split(";")[0]
+    v2_unit = target.startswith("dtmi:standard:unit:")
+    for v in (3, 4):
+        for ext in language(v).extensions.values():
+            values = ext.enum_values.get(enum_term)
+            if values is not None and (target in values or (v2_unit and name in values.values())):
+                return True
+    return False
+
+
+def _edges(node: Node, rule: Descendants, nodes: dict[str, Node]) -> Iterator[tuple[str, Node | None]]:
+    """(property, child) pairs below ``node``; child None for a standard element."""
+    for term, values in node.values.items():
+        if rule.narrow and term not in rule.properties:
+            continue
+        for value in values:
+            if isinstance(value, str):
+                child = nodes.get(value)
+                if child is not None:
+                    yield term, child
+                elif standard.is_standard(value):
+                    yield term, None
+
+
+def _check_descendants(root: Node, rule: Descendants, nodes: dict[str, Node], errors: list[ParsingError]) -> None:
+    if rule.datatype_property:
+        return  # enum value datatypes are checked by _check_enum_values
+    seen: set[str] = set()
+    max_depth = 0
+    # (node, depth along counted properties, path of ids on the stack)
+    stack: list[tuple[Node, int, frozenset[str]]] = [(root, 0, frozenset({root.id}))]
+    while stack:
+        node, depth, path = stack.pop()
+        for term, child in _edges(node, rule, nodes):
+            counted = term in rule.properties
+            child_depth = depth + (1 if counted else 0)
+            if child is None:
+                max_depth = max(max_depth, child_depth)
+                if rule.max_depth is not None and max_depth > rule.max_depth:
+                    _error(
+                        errors,
+                        root,
+                        "excessiveDepth",
+                        f"{root.id} nests {', '.join(rule.properties)} more than {rule.max_depth} levels deep",
+                        "Flatten the structure.",
+                    )
+                    return
+                continue
+            if child.id in path:
+                if child.id == root.id and not rule.allow_self and counted:
+                    _error(
+                        errors,
+                        root,
+                        "recursiveStructure",
+                        f"{root.id} refers back to itself through {', '.join(rule.properties)}",
+                        "Break the cycle.",
+                        property=term,
+                    )
+                    return
+                continue
+            if rule.exclude_type and child.is_a(rule.exclude_type) and counted:
+                _error(
+                    errors,
+                    root,
+                    "excludedType",
+                    f"a {rule.exclude_type} may not appear under a {root.cls.term} (found {child.id})",
+                    f"Remove the {rule.exclude_type}.",
+                    property=term,
+                )
+                return
+            if counted:
+                seen.add(child.id)
+            max_depth = max(max_depth, child_depth)
+            if rule.max_depth is not None and max_depth > rule.max_depth:
+                _error(
+                    errors,
+                    root,
+                    "excessiveDepth",
+                    f"{root.id} nests {', '.join(rule.properties)} more than {rule.max_depth} levels deep",
+                    "Flatten the structure.",
+                )
+                return
+            if rule.max_count is not None and len(seen) > rule.max_count:
+                _error(
+                    errors,
+                    root,
+                    "excessiveCount",
+                    f"{root.id} has more than {rule.max_count} elements through {', '.join(rule.properties)}",
+                    "Split the model.",
+                )
+                return
+            stack.append((child, child_depth, path | {child.id}))
+
+
+def _contents_with_inherited(node: Node, nodes: dict[str, Node]) -> dict[str, Node]:
+    """Every content of an Interface, inherited ones included, by element id."""
+    found: dict[str, Node] = {}
+    visited: set[str] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if current.id in visited:
+            continue
+        visited.add(current.id)
+        for content_id in current.values.get("contents", []):
+            child = nodes.get(content_id)
+            if child is not None:
+                found[child.id] = child
+        stack.extend(nodes[i] for i in current.values.get("extends", []) if i in nodes)
+    return found
+
+
+def _check_unique(node: Node, nodes: dict[str, Node], errors: list[ParsingError]) -> None:
+    constraints = {t: c for cls in node.ctx.lang.chain(node.cls) for t, c in cls.own.items()}
+    for term, constraint in constraints.items():
+        if not constraint.unique_properties or term not in node.values:
+            continue
+        if term == "contents" and "extends" in node.values:
+            members = list(_contents_with_inherited(node, nodes).values())
+        else:
+            members = [nodes[i] for i in node.values[term] if isinstance(i, str) and i in nodes]
+        for unique in constraint.unique_properties:
+            seen: dict[object, str] = {}
+            for member in members:
+                value = member.first(unique)
+                if value is None:
+                    continue
+                key = (type(value).__name__, value) if not isinstance(value, dict) else None
+                if key is None:
+                    continue
+                if key in seen and seen[key] != member.id:
+                    _error(
+                        errors,
+                        node,
+                        "duplicateName" if unique == "name" else "nonUniquePropertyValue",
+                        f"{unique} {value!r} is used by more than one element of {term!r}",
+                        f"Give each element of {term!r} its own {unique}.",
+                        property=term,
+                        value=value,
+                    )
+                    return
+                seen[key] = member.id
+
+
+def _check_enum_values(node: Node, nodes: dict[str, Node], errors: list[ParsingError]) -> None:
+    value_schema = node.first("valueSchema")
+    kind = standard.primitive_name(value_schema) if isinstance(value_schema, str) else None
+    for value_id in node.values.get("enumValues", []):
+        member = nodes.get(value_id)
+        if member is None:
+            continue
+        value = member.first("enumValue")
+        ok = (
+            (kind == "integer" and isinstance(value, int) and not isinstance(value, bool))
+            or (kind == "string" and isinstance(value, str))
+            or kind not in ("integer", "string")
+        )
+        if not ok:
+            _error(
+                errors,
+                node,
+                "invalidEnumValue",
+                f"enum value {value!r} of {member.first('name')!r} is not a {kind} as valueSchema requires",
+                f"Make every enumValue a {kind}.",
+                property="enumValues",
+                value=value,
+            )
+            return

@@ -1,0 +1,130 @@
+"""A parsed, linked set of DTDL models, and how the parser's nodes become typed elements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from . import elements as el
+from . import standard
+from .nodes import Node
+
+# Python attribute for each DTDL property term, where the names differ.
+_ATTRIBUTES = {
+    "displayName": "display_name",
+    "elementSchema": "element_schema",
+    "valueSchema": "value_schema",
+    "enumValues": "enum_values",
+    "enumValue": "enum_value",
+    "mapKey": "map_key",
+    "mapValue": "map_value",
+    "commandType": "command_type",
+    "minMultiplicity": "min_multiplicity",
+    "maxMultiplicity": "max_multiplicity",
+    "contents": "own_contents",
+}
+_PLURAL = {"own_contents", "extends", "schemas", "fields", "enum_values", "properties"}
+_SCALAR_REFERENCES = {"target", "command_type"}
+
+
+class ModelSet(Mapping[str, el.Entity]):
+    """Every element of the parsed models by DTMI (nested and standard ones included)."""
+
+    def __init__(self, elements: dict[str, el.Entity], roots: list[str]) -> None:
+        self._elements = elements
+        self.roots = roots
+        self.interfaces: dict[str, el.Interface] = {
+            k: v for k, v in elements.items() if isinstance(v, el.Interface)
+        }
+
+    def __getitem__(self, dtmi: str) -> el.Entity:
+        return self._elements[dtmi]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._elements)
+
+    def __len__(self) -> int:
+        return len(self._elements)
+
+    def interface(self, dtmi: str) -> el.Interface:
+        """The Interface ``dtmi``; ``KeyError`` naming it when there is none."""
+        try:
+            return self.interfaces[dtmi]
+        except KeyError:
+            raise KeyError(f"no Interface {dtmi} in the model set") from None
+
+    def merged(self, other: ModelSet) -> ModelSet:
+        """A set holding the elements of both (``other`` wins on the same DTMI)."""
+        return ModelSet({**self._elements, **other._elements}, self.roots + other.roots)
+
+
+def build_model_set(nodes: dict[str, Node], roots: list[Node]) -> ModelSet:
+    """Turn checked parser nodes into linked, typed elements."""
+    elements: dict[str, el.Entity] = {}
+    for node in nodes.values():
+        cls = el.ELEMENT_CLASSES.get(node.cls.term, el.Entity)
+        elements[node.id] = cls(id=node.id, dtdl_version=node.version)
+
+    def lookup(target: str) -> el.Entity:
+        found = elements.get(target)
+        if found is None:
+            found = _standard_element(target)
+            elements[target] = found
+        return found
+
+    for node in nodes.values():
+        _fill(elements[node.id], node, lookup)
+    for entity in elements.values():
+        if isinstance(entity, el.Interface):
+            entity.contents = _inherited_contents(entity)
+    return ModelSet(elements, [r.id for r in roots])
+
+
+def _standard_element(target: str) -> el.Entity:
+    name = standard.primitive_name(target)
+    version = target.rsplit(";", 1)[-1]
+    dtdl_version = int(version) if version.isdigit() else 0
+    if name is not None:
+        return el.PrimitiveSchema(id=target, dtdl_version=dtdl_version, name=name)
+    return el.EnumValue(id=target, dtdl_version=dtdl_version, name=target.rsplit(":", 1)[-1].split(";")[0])
+
+
+def _fill(entity: el.Entity, node: Node, lookup) -> None:
+    entity.defined_in = node.partition.id if node.partition else None
+    entity.child_of = node.parent.id if node.parent else None
+    entity.supplemental_types = [c.term for c in node.cotypes]
+    entity.undefined_types = list(node.undefined_cotypes)
+    entity.undefined_properties = dict(node.undefined_properties)
+    core_terms = {t for c in node.ctx.lang.chain(node.cls) for t in c.own}
+    for term, values in node.values.items():
+        attribute = _ATTRIBUTES.get(term, term)
+        if term in ("displayName", "description"):
+            setattr(entity, attribute, dict(values[0]) if values else {})
+            continue
+        if term not in core_terms:
+            entity.supplemental_properties[term] = values[0] if len(values) == 1 else list(values)
+            continue
+        if not hasattr(entity, attribute):
+            continue
+        resolved: list[Any] = []
+        for value in values:
+            is_reference = isinstance(value, str) and value.startswith("dtmi:") and attribute not in _SCALAR_REFERENCES
+            resolved.append(lookup(value) if is_reference and term not in ("name", "comment", "enumValue") else value)
+        if attribute == "command_type" and resolved:
+            resolved = [str(resolved[0]).rsplit(":", 1)[-1].split(";")[0]]
+        setattr(entity, attribute, resolved if attribute in _PLURAL else (resolved[0] if resolved else None))
+
+
+def _inherited_contents(interface: el.Interface) -> dict[str, el.Content]:
+    contents: dict[str, el.Content] = {}
+    stack = [interface]
+    seen: set[str] = set()
+    while stack:
+        current = stack.pop(0)
+        if current.id in seen:
+            continue
+        seen.add(current.id)
+        for content in current.own_contents:
+            contents.setdefault(content.name, content)
+        stack.extend(current.extends)
+    return contents

@@ -1,0 +1,51 @@
+"""The parser's internal record of one element, before it becomes a typed object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .context import ActiveContext
+from .metamodel import ClassInfo, Constraint
+
+
+@dataclass(slots=True)
+class Reference:
+    """A property value naming another element by DTMI (or a term that maps to one)."""
+
+    source: Node
+    term: str
+    target: str
+    constraints: list[Constraint]
+
+
+@dataclass(slots=True)
+class Node:
+    id: str
+    cls: ClassInfo
+    ctx: ActiveContext
+    document: int
+    parent: Node | None = None
+    parent_property: str | None = None
+    cotypes: list[ClassInfo] = field(default_factory=list)
+    undefined_cotypes: list[str] = field(default_factory=list)
+    # property term -> values: python literals, dicts for language strings, or child ids
+    values: dict[str, list[Any]] = field(default_factory=dict)
+    undefined_properties: dict[str, Any] = field(default_factory=dict)
+    partition: Node | None = None
+    explicit_id: bool = True
+
+    @property
+    def version(self) -> int:
+        return self.ctx.version
+
+    @property
+    def type_name(self) -> str:
+        return self.cls.term
+
+    def is_a(self, term: str) -> bool:
+        return self.ctx.lang.subclass_of(self.cls, term) or any(c.term == term for c in self.cotypes)
+
+    def first(self, term: str, default: Any = None) -> Any:
+        values = self.values.get(term)
+        return values[0] if values else default

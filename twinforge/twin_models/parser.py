@@ -1,0 +1,911 @@
+"""The DTDL parser: JSON documents in, validated element graph out.
+
+One interpreter serves DTDL v2, v3, v4 and their extensions: it reads each element's
+class, properties and constraints from :mod:`.metamodel`. Parsing runs in two passes:
+the first walks the documents, checks every element locally and records references; the
+second, once every document (and every model the resolver supplied) is in, checks what
+spans elements: references, inheritance, uniqueness, depth and cycles.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import standard
+from .context import ActiveContext, ContextError, nested_context, top_level_context
+from .dtmi import child_dtmi, is_valid_dtmi
+from .errors import ModelParsingError, ParsingError, ResolutionError, parsing_error
+from .metamodel import ClassInfo, Constraint, find_class
+from .nodes import Node, Reference
+
+Resolver = Callable[[list[str]], Iterable[str | dict[str, Any] | list[Any]] | None]
+
+_ALLOWED_KEYWORDS = frozenset({"@context", "@id", "@type"})
+# BCP 47: a 2-3 letter language, then script, region or variant subtags.
+_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
+_XSD = "http://www.w3.org/2001/XMLSchema#"
+_MAX_NESTING = 200  # JSON deeper than this is hostile, not a model
+
+
+@dataclass(slots=True)
+class Options:
+    allow_undefined_extensions: bool = False
+    max_dtdl_version: int | None = None
+    acceptable_limits: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class ParseResult:
+    nodes: dict[str, Node]
+    roots: list[Node]
+
+
+@dataclass
+class _State:
+    options: Options
+    nodes: dict[str, Node] = field(default_factory=dict)
+    roots: list[Node] = field(default_factory=list)
+    references: list[Reference] = field(default_factory=list)
+    errors: list[ParsingError] = field(default_factory=list)
+
+
+def _kind(text: str, ctx: ActiveContext) -> tuple[str, str]:
+    """Classify a string used as a type, property or reference: (kind, iri)."""
+    iri = ctx.terms.get(text)
+    if iri is not None:
+        return "term", iri
+    if text.startswith("dtmi:"):
+        return ("dtmi", text) if is_valid_dtmi(text) else ("invalidDtmi", text)
+    if ":" in text:
+        return "notDtmiNorTerm", text
+    return "undefinedTerm", text
+
+
+class _DocumentParser:
+    """Parses the elements of one JSON document into :class:`Node` records."""
+
+    def __init__(self, state: _State, document: int) -> None:
+        self.state = state
+        self.document = document
+        self.options = state.options
+
+    # -- errors ---------------------------------------------------------------
+    def error(self, rule: str, cause: str, action: str, **where: Any) -> None:
+        self.state.errors.append(parsing_error(rule, cause, action, document=self.document, **where))
+
+    # -- roots ----------------------------------------------------------------
+    def parse_root(self, value: Any) -> None:
+        if isinstance(value, list):
+            for item in value:
+                self.parse_top_level(item)
+        else:
+            self.parse_top_level(value)
+
+    def parse_top_level(self, obj: Any) -> None:
+        if not isinstance(obj, dict):
+            self.error(
+                "invalidRoot",
+                f"a model document must be a JSON object or an array of objects, not {type(obj).__name__}",
+                "Wrap the model in a JSON object with @context, @id and @type.",
+                value=obj,
+            )
+            return
+        if "@context" not in obj:
+            self.error(
+                "missingContext",
+                "a top-level element has no @context",
+                'Add "@context": "dtmi:dtdl:context;3" (or ;2, ;4).',
+                primary_id=obj.get("@id") if isinstance(obj.get("@id"), str) else None,
+            )
+            return
+        try:
+            ctx = top_level_context(
+                obj["@context"],
+                allow_undefined=self.options.allow_undefined_extensions,
+                max_version=self.options.max_dtdl_version,
+                acceptable_limits=self.options.acceptable_limits,
+            )
+        except ContextError as exc:
+            self.context_error(exc, obj)
+            return
+        node = self.element(obj, ctx, None, None, None)
+        if node is not None:
+            self.state.roots.append(node)
+
+    def context_error(self, exc: ContextError, obj: dict[str, Any]) -> None:
+        self.error(
+            exc.rule,
+            str(exc),
+            "Use a DTDL context first (dtmi:dtdl:context;3), then known extension contexts.",
+            primary_id=obj.get("@id") if isinstance(obj.get("@id"), str) else None,
+            property="@context",
+            value=exc.value,
+        )
+
+    # -- elements -------------------------------------------------------------
+    def element(
+        self,
+        obj: dict[str, Any],
+        ctx: ActiveContext,
+        constraints: list[Constraint] | None,
+        parent: Node | None,
+        prop: str | None,
+    ) -> Node | None:
+        """Parse one JSON object as a DTDL element; None when it cannot be."""
+        where = obj.get("@id") if isinstance(obj.get("@id"), str) else (parent.id if parent else None)
+        if parent is not None and "@context" in obj:
+            try:
+                ctx = nested_context(
+                    obj["@context"],
+                    ctx,
+                    allow_undefined=self.options.allow_undefined_extensions,
+                    acceptable_limits=self.options.acceptable_limits,
+                )
+            except ContextError as exc:
+                self.context_error(exc, obj)
+                return None
+        lang = ctx.lang
+        ok = True
+        for key in obj:
+            if key.startswith("@") and key not in _ALLOWED_KEYWORDS and (lang.globals.restrict_keywords or key == "@graph"):
+                self.error(
+                    "invalidKeyword" if key != "@graph" else "graphDisallowed",
+                    f"JSON-LD keyword {key} is not allowed in a DTDL element",
+                    f"Remove {key}.",
+                    primary_id=where,
+                    property=key,
+                )
+                ok = False
+        cls, cotypes, undefined_cotypes = self.types(obj, ctx, constraints, where)
+        if cls is None:
+            return None
+        if constraints is None and not cls.partition:
+            self.error(
+                "notRootable",
+                f"a {cls.term} cannot be a top-level element; only an Interface can",
+                "Put the element inside an Interface.",
+                primary_id=where,
+            )
+            return None
+        node_id = self.identifier(obj, ctx, cls, constraints, parent, prop, where)
+        if node_id is None:
+            return None
+        node = Node(
+            id=node_id,
+            cls=cls,
+            ctx=ctx,
+            document=self.document,
+            parent=parent,
+            parent_property=prop,
+            cotypes=cotypes,
+            undefined_cotypes=undefined_cotypes,
+            explicit_id="@id" in obj,
+        )
+        node.partition = node if cls.partition else (parent.partition if parent else None)
+        if node_id in self.state.nodes:
+            self.error(
+                "duplicateDefinition",
+                f"{node_id} is defined more than once",
+                "Give each element its own @id.",
+                primary_id=node_id,
+            )
+            ok = False
+        else:
+            self.state.nodes[node_id] = node
+        self.properties(obj, node)
+        return node if ok else node
+
+    def types(
+        self, obj: dict[str, Any], ctx: ActiveContext, constraints: list[Constraint] | None, where: str | None
+    ) -> tuple[ClassInfo | None, list[ClassInfo], list[str]]:
+        raw = obj.get("@type")
+        lang = ctx.lang
+        if "@type" not in obj:
+            inferable = [c for c in constraints or [] if c.type_inferable and c.classes]
+            if inferable:
+                cls = lang.by_term.get(inferable[0].classes[0])
+                if cls is not None and all(lang.conforms(cls, c) for c in constraints or []):
+                    return cls, [], []
+                if cls is not None:
+                    self.error(
+                        "invalidElementType",
+                        f"a DTDL v{ctx.version} {cls.term} is not allowed here",
+                        "Write the element in the DTDL version of its parent.",
+                        primary_id=where,
+                    )
+                    return None, [], []
+            self.error(
+                "missingTypeProperty",
+                "the element has no @type",
+                'Add "@type" with the element kind, e.g. "Telemetry".',
+                primary_id=where,
+                property="@type",
+            )
+            return None, [], []
+        raw_types = raw if isinstance(raw, list) else [raw]
+        if not raw_types or not all(isinstance(t, str) for t in raw_types) or not isinstance(raw, (str, list)):
+            self.error(
+                "badType",
+                "@type must be a string or an array of strings",
+                "Write @type as a string or an array of strings.",
+                primary_id=where,
+                property="@type",
+                value=raw,
+            )
+            return None, [], []
+        materials: list[ClassInfo] = []
+        cotypes: list[ClassInfo] = []
+        apocryphal: list[tuple[str, str]] = []
+        for text in dict.fromkeys(raw_types):
+            kind, iri = _kind(text, ctx)
+            if kind in ("term", "dtmi"):
+                cls = find_class(iri, ctx.version)
+                if cls is None or (cls.extension is not None and not self.extension_active(cls, ctx)):
+                    apocryphal.append(("irrelevantDtmiOrTerm", text))
+                elif cls.material and cls.extension is None:
+                    materials.append(cls)
+                else:
+                    cotypes.append(cls)
+            else:
+                apocryphal.append((kind, text))
+        where_type = {"primary_id": where, "property": "@type"}
+        if not materials:
+            self.error(
+                "missingMaterialType",
+                f"@type {raw!r} names no DTDL element kind",
+                "Include exactly one element kind such as Interface, Telemetry or Property.",
+                **where_type,
+                value=raw,
+            )
+            return None, [], []
+        if len(materials) > 1:
+            self.error(
+                "multipleMaterialTypes",
+                f"@type names more than one element kind: {', '.join(m.term for m in materials)}",
+                "Keep one element kind in @type.",
+                **where_type,
+                value=raw,
+            )
+            return None, [], []
+        cls = materials[0]
+        if cls.abstract:
+            self.error(
+                "abstractType",
+                f"{cls.term} is abstract and cannot be instantiated",
+                "Use a concrete element kind.",
+                **where_type,
+                value=raw,
+            )
+            return None, [], []
+        if constraints:
+            for constraint in constraints:
+                if not ctx.lang.conforms(cls, constraint):
+                    self.error(
+                        "invalidElementType",
+                        f"a {cls.term} is not allowed here; expected {' or '.join(constraint.classes)}",
+                        f"Use a {' or '.join(constraint.classes)}.",
+                        **where_type,
+                        value=raw,
+                    )
+                    return None, [], []
+        ancestry = lang.ancestry(cls)
+        good_cotypes: list[ClassInfo] = []
+        for cotype in cotypes:
+            hosts = {h for c in lang.chain(cotype) for h in c.hosts} if cotype.extension is None else set(cotype.hosts)
+            if cotype.extension is not None and not hosts:
+                hosts = {h for c in _extension_chain(cotype, ctx.version) for h in c.hosts}
+            if hosts and not hosts & ancestry:
+                apocryphal.append(("irrelevantDtmiOrTerm", cotype.term))
+                continue
+            if not hosts and cotype.extension is None:
+                apocryphal.append(("irrelevantDtmiOrTerm", cotype.term))
+                continue
+            good_cotypes.append(cotype)
+        undefined: list[str] = []
+        for kind, text in apocryphal:
+            if self.apocrypha_allowed(kind, ctx, as_cotype=True):
+                undefined.append(text)
+            else:
+                self.error(
+                    "invalidCotype",
+                    f"@type value {text!r} is not a valid co-type of a {cls.term} ({_describe(kind)})",
+                    "Remove it, or add the extension @context that defines it.",
+                    **where_type,
+                    value=text,
+                )
+                return None, [], []
+        for cotype in good_cotypes:
+            names = {c.term for c in good_cotypes}
+            missing = [r for r in cotype.requires_cotypes if r not in names]
+            excluded = [x for x in cotype.excludes_cotypes if x in names]
+            if missing or excluded:
+                self.error(
+                    "invalidCotype",
+                    f"co-type {cotype.term} " + (f"requires {', '.join(missing)}" if missing else f"excludes {', '.join(excluded)}"),
+                    "Fix the co-types in @type.",
+                    **where_type,
+                    value=raw,
+                )
+                return None, [], []
+        return cls, good_cotypes, undefined
+
+    def extension_active(self, cls: ClassInfo, ctx: ActiveContext) -> bool:
+        return any(e.context_id == cls.extension for e in ctx.extensions)
+
+    def apocrypha_allowed(self, kind: str, ctx: ActiveContext, *, as_cotype: bool) -> bool:
+        g = ctx.lang.globals
+        always = g.always_allow_cotype if as_cotype else g.always_allow_property
+        never = g.never_allow_cotype if as_cotype else g.never_allow_property
+        if kind in always:
+            return True
+        if kind in never:
+            return False
+        return ctx.undefined_extension
+
+    def identifier(
+        self,
+        obj: dict[str, Any],
+        ctx: ActiveContext,
+        cls: ClassInfo,
+        constraints: list[Constraint] | None,
+        parent: Node | None,
+        prop: str | None,
+        where: str | None,
+    ) -> str | None:
+        raw = obj.get("@id")
+        if "@id" not in obj:
+            if parent is None or any(c.node_kind == "IRI" for c in constraints or []):
+                self.error(
+                    "missingIdProperty",
+                    f"this {cls.term} needs an @id",
+                    "Add an @id with a DTMI, e.g. dtmi:com:example:Thing;1.",
+                    primary_id=where,
+                    property="@id",
+                )
+                return None
+            segment = None
+            for constraint in constraints or []:
+                if constraint.dtmi_segment:
+                    value = obj.get(constraint.dtmi_segment)
+                    segment = value if isinstance(value, str) and _NAME.match(value) else f"_{id(obj)}"
+            return child_dtmi(parent.id, prop or "", segment)
+        g = ctx.lang.globals
+        max_length = g.identifier_max_length
+        for c in ctx.lang.chain(cls):
+            if c.identifier_max_length:
+                max_length = min(max_length, c.identifier_max_length)
+                break
+        limits = ctx.limits.overrides
+        if limits is not None:
+            override = (limits.class_overrides.get(cls.term) or {}).get("dtmm:identifier") or (
+                limits.global_overrides.get("dtmm:identifier") or {}
+            )
+            max_length = override.get("sh:maxLength", max_length)
+        problem = None
+        if not isinstance(raw, str):
+            problem = "@id must be a string"
+        elif not g.identifier_pattern.match(raw):
+            problem = f"@id {raw!r} is not a valid DTMI for DTDL v{ctx.version}"
+        elif raw.startswith(g.reserved_prefixes):
+            problem = f"@id {raw!r} uses a reserved prefix ({', '.join(g.reserved_prefixes)})"
+        elif len(raw) > max_length:
+            problem = f"@id is {len(raw)} characters; a {cls.term} identifier is at most {max_length}"
+        if problem:
+            self.error(
+                "invalidId",
+                problem,
+                "Use a DTMI such as dtmi:com:example:Thing;1.",
+                primary_id=where,
+                property="@id",
+                value=raw,
+            )
+            return None
+        return raw
+
+    # -- properties -----------------------------------------------------------
+    def properties(self, obj: dict[str, Any], node: Node) -> None:
+        ctx = node.ctx
+        lang = ctx.lang
+        by_term: dict[str, list[Constraint]] = {}
+        for cls in lang.chain(node.cls):
+            for term, constraint in cls.own.items():
+                by_term.setdefault(term, []).append(constraint)
+        for cotype in node.cotypes:
+            chain = lang.chain(cotype) if cotype.extension is None else _extension_chain(cotype, ctx.version)
+            for cls in chain:
+                for term, constraint in cls.own.items():
+                    if not term.startswith("^"):
+                        by_term.setdefault(term, []).append(constraint)
+        by_iri = {c.iri: term for term, cs in by_term.items() for c in cs}
+        given: dict[str, tuple[str, Any]] = {}
+        for key, value in obj.items():
+            if key.startswith("@"):
+                continue
+            term = key if key in by_term and ctx.terms.get(key, by_term[key][0].iri) == by_term[key][0].iri else by_iri.get(key)
+            if term is None and key in by_term:
+                term = key
+            if term is None:
+                kind, _ = _kind(key, ctx)
+                if kind == "term":
+                    kind = "irrelevantDtmiOrTerm"
+                elif kind == "dtmi":
+                    kind = "irrelevantDtmiOrTerm"
+                if node.undefined_cotypes and self.apocrypha_allowed(kind, ctx, as_cotype=False):
+                    node.undefined_properties[key] = value
+                else:
+                    self.error(
+                        "invalidProperty",
+                        f"{key!r} is not a property of a {node.cls.term} ({_describe(kind)})",
+                        "Remove it, or co-type the element with the extension type that defines it.",
+                        primary_id=node.id,
+                        property=key,
+                    )
+                continue
+            if term in given:
+                self.error(
+                    "duplicateProperty",
+                    f"property {term!r} is given twice (as {given[term][0]!r} and {key!r})",
+                    "Keep one of them.",
+                    primary_id=node.id,
+                    property=term,
+                )
+                continue
+            given[term] = (key, value)
+        for term, constraints in by_term.items():
+            if term.startswith("^"):
+                continue
+            if term in given:
+                self.property_values(node, term, given[term][1], constraints)
+            elif any((c.min_count or 0) > 0 for c in constraints):
+                self.error(
+                    "missingRequiredProperty",
+                    f"a {node.cls.term} requires property {term!r}",
+                    f"Add {term!r}.",
+                    primary_id=node.id,
+                    property=term,
+                )
+
+    def property_values(self, node: Node, term: str, raw: Any, constraints: list[Constraint]) -> None:
+        if any(c.max_count == 0 for c in constraints):
+            self.error(
+                "propertyNotAllowed",
+                f"property {term!r} may not be set",
+                f"Remove {term!r}.",
+                primary_id=node.id,
+                property=term,
+                value=raw,
+            )
+            return
+        datatype = next((c.datatype for c in constraints if c.datatype), None)
+        literal = datatype is not None or any(c.node_kind == "Literal" for c in constraints)
+        if datatype == "rdf:langString":
+            values = self.language_string(node, term, raw, constraints)
+        elif literal:
+            values = self.literals(node, term, raw, constraints, datatype)
+        else:
+            values = self.elements(node, term, raw, constraints)
+        if values is None:
+            return
+        count = len(values)
+        for c in constraints:
+            if c.max_count is not None and count > c.max_count:
+                self.error(
+                    "tooManyValues",
+                    f"property {term!r} has {count} values; at most {c.max_count} allowed",
+                    "Remove values.",
+                    primary_id=node.id,
+                    property=term,
+                )
+                return
+            if c.min_count is not None and count < c.min_count:
+                self.error(
+                    "tooFewValues" if count else "missingRequiredProperty",
+                    f"property {term!r} has {count} values; at least {c.min_count} required",
+                    "Add values.",
+                    primary_id=node.id,
+                    property=term,
+                )
+                return
+        node.values[term] = values
+
+    def language_string(self, node: Node, term: str, raw: Any, constraints: list[Constraint]) -> list[Any] | None:
+        texts: dict[str, str] = {}
+
+        def fail(cause: str) -> None:
+            self.error(
+                "invalidLocalizableString",
+                f"property {term!r}: {cause}",
+                'Use a string, or a map of language codes to strings, e.g. {"en": "Pump"}.',
+                primary_id=node.id,
+                property=term,
+                value=raw,
+            )
+
+        def add(language: str, text: Any) -> bool:
+            if not isinstance(text, str):
+                fail(f"the value for language {language!r} is not a string")
+                return False
+            if not _LANGUAGE_TAG.match(language):
+                fail(f"{language!r} is not a language tag")
+                return False
+            if language in texts:
+                fail(f"language {language!r} is given twice")
+                return False
+            texts[language] = text
+            return True
+
+        if isinstance(raw, str):
+            add("en", raw)
+        elif isinstance(raw, dict) and "@value" not in raw and not any(k.startswith("@") for k in raw):
+            for language, text in raw.items():
+                if not add(language, text):
+                    return None
+        elif isinstance(raw, list):
+            for item in raw:
+                if isinstance(item, str):
+                    if not add("en", item):
+                        return None
+                    continue
+                if not isinstance(item, dict) or "@value" not in item:
+                    fail("each entry must be a string or an object with @value")
+                    return None
+                if set(item) - {"@value", "@language"}:
+                    fail("a language-tagged value may only have @value and @language")
+                    return None
+                language = item.get("@language", "en")
+                if not isinstance(language, str) or not add(language, item["@value"]):
+                    if not isinstance(language, str):
+                        fail("@language must be a string")
+                    return None
+        else:
+            fail("expected a string or a language map")
+            return None
+        max_length = self.max_length(node, term, constraints)
+        for language, text in texts.items():
+            if max_length is not None and len(text) > max_length:
+                self.error(
+                    "stringTooLong",
+                    f"property {term!r} ({language}) is {len(text)} characters; at most {max_length}",
+                    "Shorten it.",
+                    primary_id=node.id,
+                    property=term,
+                    value=text,
+                )
+                return None
+        return [texts] if texts else []
+
+    def max_length(self, node: Node, term: str, constraints: list[Constraint]) -> int | None:
+        limits = node.ctx.limits.overrides
+        if limits is not None:
+            for cls in node.ctx.lang.chain(node.cls):
+                for prop in (limits.class_overrides.get(cls.term) or {}).get("sh:property", []):
+                    if prop.get("sh:path") == term and "sh:maxLength" in prop:
+                        return prop["sh:maxLength"]
+        lengths = [c.max_length for c in constraints if c.max_length is not None]
+        return min(lengths) if lengths else None
+
+    def literals(
+        self, node: Node, term: str, raw: Any, constraints: list[Constraint], datatype: str | None
+    ) -> list[Any] | None:
+        items = raw if isinstance(raw, list) else [raw]
+        values: list[Any] = []
+        for item in items:
+            value = self.literal(node, term, item, datatype)
+            if value is _INVALID:
+                return None
+            problem = _check_literal(value, constraints, self.max_length(node, term, constraints))
+            if problem:
+                self.error(
+                    "invalidPropertyValue",
+                    f"property {term!r}: {problem}",
+                    f"Fix the value of {term!r}.",
+                    primary_id=node.id,
+                    property=term,
+                    value=value,
+                )
+                return None
+            values.append(value)
+        return values
+
+    def literal(self, node: Node, term: str, item: Any, datatype: str | None) -> Any:
+        expected = datatype.removeprefix("xsd:") if datatype else None
+        if isinstance(item, dict):
+            extra = set(item) - {"@value", "@type"}
+            if "@value" not in item or extra:
+                self.error(
+                    "invalidPropertyValue",
+                    f"property {term!r}: a value object has exactly @value and optionally @type",
+                    f"Write {term!r} as a plain JSON value.",
+                    primary_id=node.id,
+                    property=term,
+                    value=item,
+                )
+                return _INVALID
+            if "@type" in item:
+                declared = item["@type"]
+                if isinstance(declared, list) and len(declared) == 1:
+                    declared = declared[0]
+                short = declared.removeprefix(_XSD).removeprefix("xsd:") if isinstance(declared, str) else None
+                if expected is None and short is not None:
+                    expected = short  # an untyped literal (enumValue) may declare its own type
+                if short is None or short != expected or not declared.startswith(("xsd:", _XSD)):
+                    self.error(
+                        "invalidPropertyValue",
+                        f"property {term!r}: @type {declared!r} does not match xsd:{expected}",
+                        f"Use @type xsd:{expected} or leave it out.",
+                        primary_id=node.id,
+                        property=term,
+                        value=item,
+                    )
+                    return _INVALID
+            item = item["@value"]
+        ok = _TYPE_CHECKS.get(expected or "", _is_json_literal)(item)
+        if not ok:
+            self.error(
+                "invalidPropertyValue",
+                f"property {term!r} must be {_DATATYPE_WORDS.get(expected or '', 'a literal')}, got {item!r}",
+                f"Fix the value of {term!r}.",
+                primary_id=node.id,
+                property=term,
+                value=item,
+            )
+            return _INVALID
+        return item
+
+    def elements(self, node: Node, term: str, raw: Any, constraints: list[Constraint]) -> list[Any] | None:
+        items = raw if isinstance(raw, list) else [raw]
+        values: list[Any] = []
+        iri_only = any(c.node_kind == "IRI" for c in constraints)
+        for item in items:
+            if isinstance(item, str):
+                target = self.reference(node, term, item, constraints)
+                if target is None:
+                    return None
+                values.append(target)
+            elif isinstance(item, dict):
+                if iri_only and "@id" not in item:
+                    self.error(
+                        "missingIdProperty",
+                        f"an element given inline in {term!r} needs an @id",
+                        "Add an @id, or refer to the element by its DTMI.",
+                        primary_id=node.id,
+                        property=term,
+                    )
+                    return None
+                if any(c.in_values for c in constraints):
+                    self.error(
+                        "invalidPropertyValue",
+                        f"property {term!r} must name one of the allowed values, not define an element",
+                        f"Use one of the allowed values for {term!r}.",
+                        primary_id=node.id,
+                        property=term,
+                    )
+                    return None
+                child = self.element(item, node.ctx, constraints, node, term)
+                if child is None:
+                    return None
+                values.append(child.id)
+            else:
+                self.error(
+                    "invalidPropertyValue",
+                    f"property {term!r} must be a DTMI, a term or an element, not {json.dumps(item)}",
+                    f"Fix {term!r}.",
+                    primary_id=node.id,
+                    property=term,
+                    value=item,
+                )
+                return None
+        return values
+
+    def reference(self, node: Node, term: str, text: str, constraints: list[Constraint]) -> str | None:
+        kind, iri = _kind(text, node.ctx)
+        if kind not in ("term", "dtmi"):
+            self.error(
+                "invalidReference",
+                f"property {term!r} value {text!r} is not a DTMI or a known term ({_describe(kind)})",
+                "Use a DTMI or a DTDL term.",
+                primary_id=node.id,
+                property=term,
+                value=text,
+            )
+            return None
+        for c in constraints:
+            if c.pattern is not None and not c.pattern.match(iri):
+                self.error(
+                    "invalidReference",
+                    f"property {term!r} value {text!r} " + (c.pattern_desc or "does not match the required pattern"),
+                    f"Fix {term!r}.",
+                    primary_id=node.id,
+                    property=term,
+                    value=text,
+                )
+                return None
+            if c.max_length is not None and len(iri) > c.max_length:
+                self.error(
+                    "stringTooLong",
+                    f"property {term!r} value is longer than {c.max_length} characters",
+                    f"Shorten {term!r}.",
+                    primary_id=node.id,
+                    property=term,
+                )
+                return None
+            if c.in_values is not None and iri.split(";")[0] not in c.in_values:
+                self.error(
+                    "invalidPropertyValue",
+                    f"property {term!r} must be one of {', '.join(sorted(v.rsplit(':', 1)[-1] for v in c.in_values))}, not {text!r}",
+                    f"Use an allowed value for {term!r}.",
+                    primary_id=node.id,
+                    property=term,
+                    value=text,
+                )
+                return None
+        if any(c.classes for c in constraints):
+            self.state.references.append(Reference(node, term, iri, constraints))
+        return iri
+
+
+class _Invalid:
+    pass
+
+
+_INVALID = _Invalid()
+_NAME = re.compile(r"^[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?$")
+
+
+def _is_json_literal(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "integer": _is_int,
+    "int": _is_int,
+    "long": _is_int,
+    "double": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "duration": lambda v: isinstance(v, str) and standard.DURATION.match(v) is not None,
+}
+_DATATYPE_WORDS = {
+    "string": "a string",
+    "boolean": "true or false",
+    "integer": "an integer",
+    "duration": "an ISO 8601 duration",
+}
+
+
+def _check_literal(value: Any, constraints: list[Constraint], max_length: int | None) -> str | None:
+    for c in constraints:
+        if c.pattern is not None and isinstance(value, str) and not c.pattern.match(value):
+            return f"{value!r} " + (c.pattern_desc or f"does not match {c.pattern.pattern}")
+        if c.min_inclusive is not None and _is_int(value) and value < c.min_inclusive:
+            return f"{value} is below the minimum {c.min_inclusive}"
+        if c.max_inclusive is not None and _is_int(value) and value > c.max_inclusive:
+            return f"{value} is above the maximum {c.max_inclusive}"
+    if max_length is not None and isinstance(value, str) and len(value) > max_length:
+        return f"is {len(value)} characters; at most {max_length}"
+    return None
+
+
+def _describe(kind: str) -> str:
+    return {
+        "undefinedTerm": "an undefined term",
+        "irrelevantDtmiOrTerm": "not applicable here",
+        "notDtmiNorTerm": "neither a DTMI nor a term",
+        "invalidDtmi": "an invalid DTMI",
+    }.get(kind, kind)
+
+
+def _extension_chain(cls: ClassInfo, version: int) -> tuple[ClassInfo, ...]:
+    chain = [cls]
+    stack = list(cls.supers)
+    while stack:
+        current = find_class(stack.pop(0), version)
+        if current is None or any(c is current for c in chain):
+            continue
+        chain.append(current)
+        stack.extend(current.supers)
+    return tuple(chain)
+
+
+def _decode(doc: str | bytes | dict[str, Any] | list[Any], index: int, state: _State) -> Any:
+    if not isinstance(doc, (str, bytes, bytearray)):
+        return doc
+    try:
+        return json.loads(doc, object_pairs_hook=_no_duplicate_keys)
+    except (ValueError, RecursionError) as exc:
+        state.errors.append(
+            parsing_error(
+                "invalidJson",
+                f"the document is not valid JSON: {exc}",
+                "Fix the JSON syntax.",
+                document=index,
+            )
+        )
+        return _INVALID
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _too_deep(value: Any, limit: int = _MAX_NESTING) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(current, dict):
+            stack.extend((v, depth + 1) for v in current.values())
+        elif isinstance(current, list):
+            stack.extend((v, depth + 1) for v in current)
+    return False
+
+
+def parse_documents(
+    docs: Sequence[str | bytes | dict[str, Any] | list[Any]],
+    options: Options,
+    resolver: Resolver | None = None,
+) -> ParseResult:
+    """Parse ``docs`` (and what ``resolver`` supplies) into checked nodes.
+
+    Raises :class:`ModelParsingError` listing every rule broken, or
+    :class:`ResolutionError` when references stay undefined.
+    """
+    from .checks import check_model  # the cross-element pass
+
+    state = _State(options)
+    pending = list(docs)
+    offset = 0
+    asked: set[str] = set()
+    while True:
+        for index, doc in enumerate(pending, start=offset):
+            value = _decode(doc, index, state)
+            if value is _INVALID:
+                continue
+            if _too_deep(value):
+                state.errors.append(
+                    parsing_error(
+                        "excessiveNesting",
+                        f"the document nests deeper than {_MAX_NESTING} levels",
+                        "Flatten the model; DTDL never needs this depth.",
+                        document=index,
+                    )
+                )
+                continue
+            _DocumentParser(state, index).parse_root(value)
+        offset += len(pending)
+        undefined = sorted(
+            {r.target for r in state.references if r.target not in state.nodes and not standard.is_standard(r.target)}
+            - asked
+        )
+        if not undefined or resolver is None or state.errors:
+            break
+        asked.update(undefined)
+        supplied = resolver(undefined)
+        pending = list(supplied or [])
+        if not pending:
+            break
+    if state.errors:
+        raise ModelParsingError(state.errors)
+    missing = sorted(
+        {r.target for r in state.references if r.target not in state.nodes and not standard.is_standard(r.target)}
+    )
+    if missing:
+        raise ResolutionError(missing)
+    check_model(state.nodes, state.roots, state.references, state.errors)
+    if state.errors:
+        raise ModelParsingError(state.errors)
+    return ParseResult(state.nodes, state.roots)

@@ -1,0 +1,61 @@
+"""Elements every DTDL model may refer to without defining them.
+
+The primitive schemas and command types come from the metamodel's ``ModelElements``
+files; the geospatial schemas and ``scaledDecimal`` are defined by the specifications'
+text, and the units of the quantitative-types extension by its ``Elements`` file.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+from .metamodel import DTDL_VERSIONS, language
+
+DURATION = re.compile(
+    r"^P(?!$)(?:(?:(?:(?:\d+Y)|(?:\d+\.\d+Y$))?(?:(?:\d+M)|(?:\d+\.\d+M$))?)|(?:(?:(?:\d+W)|(?:\d+\.\d+W$))?))"
+    r"(?:(?:\d+D)|(?:\d+\.\d+D$))?(?:T(?!$)(?:(?:\d+H)|(?:\d+\.\d+H$))?(?:(?:\d+M)|(?:\d+\.\d+M$))?"
+    r"(?:\d+(?:\.\d+)?S)?)?$"
+)
+
+GEOSPATIAL = ("point", "multiPoint", "lineString", "multiLineString", "polygon", "multiPolygon")
+
+
+@cache
+def _standard_classes() -> dict[str, str]:
+    """Standard element DTMI -> the term of its class."""
+    known: dict[str, str] = {}
+    for version in DTDL_VERSIONS:
+        lang = language(version)
+        known.update(lang.instances)
+        for term, iri in lang.terms.items():
+            if iri.startswith("dtmi:standard:schema:"):
+                known[iri] = "Object"
+            elif iri.startswith("dtmi:standard:unit:") or iri.startswith("dtmi:standard:unitprefix:"):
+                known[iri] = "Unit"
+            elif iri.startswith("dtmi:iotcentral:schema:"):
+                known[iri] = "Object"
+        for ext in lang.extensions.values():
+            for enum_term, values in ext.enum_values.items():
+                known[ext.terms.get(enum_term, enum_term)] = "Enum"
+                for value_iri in values:
+                    known[value_iri] = "EnumValue"
+    return known
+
+
+def is_standard(iri: str) -> bool:
+    return iri in _standard_classes()
+
+
+def standard_class(iri: str) -> str | None:
+    """The class term of a standard element (``Double`` for ``dtmi:dtdl:instance:Schema:double;3``)."""
+    return _standard_classes().get(iri)
+
+
+def primitive_name(iri: str) -> str | None:
+    """``double`` for ``dtmi:dtdl:instance:Schema:double;4``; None for non-primitives."""
+    if iri.startswith("dtmi:dtdl:instance:Schema:"):
+        return iri.rsplit(":", 1)[-1].split(";")[0]
+    if iri.startswith("dtmi:standard:schema:"):
+        return iri.rsplit(":", 1)[-1].split(";")[0]
+    return None
