@@ -136,6 +136,18 @@ def _check_descendants(root: Node, rule: Descendants, nodes: dict[str, Node], er
             counted = term in rule.properties
             child_depth = depth + (1 if counted else 0)
             if child is None:
+                if rule.exclude_type == "Array" and counted and any(
+                    standard.contains_array(v) for v in node.values.get(term, []) if isinstance(v, str)
+                ):
+                    _error(
+                        errors,
+                        root,
+                        "excludedType",
+                        f"a {root.cls.term} may not use a schema built from arrays (geospatial schemas are)",
+                        "Use another schema.",
+                        property=term,
+                    )
+                    return
                 max_depth = max(max_depth, child_depth)
                 if rule.max_depth is not None and max_depth > rule.max_depth:
                     _error(

@@ -16,6 +16,7 @@ from functools import cache
 from .metamodel import Extension, Language, language
 
 _VERSIONED_DTMI = re.compile(r"^dtmi:[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?(?::[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?)*;[1-9][0-9]{0,8}(?:#[A-Za-z]+)?$")
+_PARTNER_CONTEXTS = frozenset({"dtmi:iotcentral:context;2"})
 _DTDL_CONTEXT = re.compile(r"^dtmi:dtdl:context;([0-9]+)(?:#(limitless|limits))?$")
 
 
@@ -111,8 +112,8 @@ def _extensions(
         if dtdl:
             if dtdl.group(2) == "limits" and previous != "limitless":
                 raise ContextError("invalidContextSpecifier", "'#limits' must directly follow '#limitless'", entry)
-            if dtdl.group(2) == "limits":
-                limits = CORE_LIMITS
+            if dtdl.group(2) == "limits" or (previous == "limitless" and dtdl.group(2) is None):
+                limits = CORE_LIMITS  # a plain DTDL context after #limitless restores its limits
             previous = dtdl.group(2) or "dtdl"
             continue
         ext = find_extension(entry, version)
@@ -146,6 +147,9 @@ def top_level_context(
 ) -> ActiveContext:
     """The context of a top-level element."""
     entries = _entries(value)
+    # DTDL v2 partner contexts (IoT Central) may precede the DTDL context.
+    partners = [e for e in entries[:1] if e in _PARTNER_CONTEXTS]
+    entries = entries[len(partners) :] + partners
     first = _DTDL_CONTEXT.match(entries[0]) if entries else None
     if first is None or first.group(2) == "limits":
         raise ContextError(
@@ -170,7 +174,7 @@ def top_level_context(
     limitless = any(e.endswith("#limitless") for e in entries)
     lang = language(version)
     allow = allow_undefined
-    exts, undefined, limits = _extensions(entries[len(dtdl_positions) - 1 :], version, allow, acceptable_limits)
+    exts, undefined, limits = _extensions(entries, version, allow, acceptable_limits)
     if limitless and limits is None:
         raise ContextError("invalidContextSpecifier", "'#limitless' must be followed by a limits context", value)
     return ActiveContext(lang, tuple(exts), undefined, limits or CORE_LIMITS)

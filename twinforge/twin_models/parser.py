@@ -25,6 +25,11 @@ from .nodes import Node, Reference
 Resolver = Callable[[list[str]], Iterable[str | dict[str, Any] | list[Any]] | None]
 
 _ALLOWED_KEYWORDS = frozenset({"@context", "@id", "@type"})
+
+
+def _ignorable_keyword(key: str) -> bool:
+    return key.startswith("@") and key not in _ALLOWED_KEYWORDS and key != "@graph"
+
 # BCP 47: a 2-3 letter language, then script, region or variant subtags.
 _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
 _XSD = "http://www.w3.org/2001/XMLSchema#"
@@ -247,8 +252,9 @@ class _DocumentParser:
                 if cls is None or (cls.extension is not None and not self.extension_active(cls, ctx)):
                     apocryphal.append(("irrelevantDtmiOrTerm", text))
                 elif cls.material and cls.extension is None:
-                    materials.append(cls)
-                else:
+                    if cls not in materials:  # "Telemetry" and its DTMI name the same class
+                        materials.append(cls)
+                elif cls not in cotypes:
                     cotypes.append(cls)
             else:
                 apocryphal.append((kind, text))
@@ -553,7 +559,10 @@ class _DocumentParser:
                 if not isinstance(item, dict) or "@value" not in item:
                     fail("each entry must be a string or an object with @value")
                     return None
-                if set(item) - {"@value", "@language"}:
+                extra = set(item) - {"@value", "@language"}
+                if not node.ctx.lang.globals.restrict_keywords:
+                    extra = {k for k in extra if not _ignorable_keyword(k) and k != "@type"}
+                if extra:
                     fail("a language-tagged value may only have @value and @language")
                     return None
                 language = item.get("@language", "en")
@@ -615,6 +624,8 @@ class _DocumentParser:
         expected = datatype.removeprefix("xsd:") if datatype else None
         if isinstance(item, dict):
             extra = set(item) - {"@value", "@type"}
+            if not node.ctx.lang.globals.restrict_keywords:
+                extra = {k for k in extra if not _ignorable_keyword(k)}  # DTDL v2 ignores most keywords
             if "@value" not in item or extra:
                 self.error(
                     "invalidPropertyValue",

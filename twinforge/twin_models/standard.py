@@ -59,3 +59,8 @@ def primitive_name(iri: str) -> str | None:
     if iri.startswith("dtmi:standard:schema:"):
         return iri.rsplit(":", 1)[-1].split(";")[0]
     return None
+
+
+def contains_array(iri: str) -> bool:
+    """True for standard schemas built from arrays (the GeoJSON coordinate lists)."""
+    return iri.startswith("dtmi:standard:schema:geospatial:")
