@@ -10,23 +10,28 @@ enum's value schema.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cache
 
 from . import standard
 from .errors import ParsingError, parsing_error
-from .metamodel import ClassInfo, Descendants, language
+from .metamodel import ClassInfo, Constraint, Descendants, language
 from .nodes import Node, Reference
 
 
 def check_model(
-    nodes: dict[str, Node], roots: list[Node], references: list[Reference], errors: list[ParsingError]
+    nodes: dict[str, Node],
+    roots: list[Node],
+    references: list[Reference],
+    errors: list[ParsingError],
 ) -> None:
     _check_references(nodes, references, errors)
     if errors:
         return
     for node in nodes.values():
-        for cls in node.ctx.lang.chain(node.cls):
-            for rule in cls.descendants:
-                _check_descendants(node, rule, nodes, errors)
+        for rule in _descendant_rules(node.cls, node.version):
+            if _only_counts(rule) and len(nodes) + len(references) <= (rule.max_count or 0):
+                continue  # a count limit the whole set cannot reach
+            _check_descendants(node, rule, nodes, errors)
     if errors:
         return
     for node in nodes.values():
@@ -35,8 +40,12 @@ def check_model(
             _check_enum_values(node, nodes, errors)
 
 
-def _error(errors: list[ParsingError], node: Node, rule: str, cause: str, action: str, **where: object) -> None:
-    errors.append(parsing_error(rule, cause, action, primary_id=node.id, document=node.document, **where))
+def _error(
+    errors: list[ParsingError], node: Node, rule: str, cause: str, action: str, **where: object
+) -> None:
+    errors.append(
+        parsing_error(rule, cause, action, primary_id=node.id, document=node.document, **where)
+    )
 
 
 def _target_class(target: str, nodes: dict[str, Node]) -> ClassInfo | None:
@@ -46,12 +55,16 @@ def _target_class(target: str, nodes: dict[str, Node]) -> ClassInfo | None:
     term = standard.standard_class(target)
     if term is None:
         return None
-    version = int(target.rsplit(";", 1)[1]) if ";" in target and target.rsplit(";", 1)[1].isdigit() else 4
+    version = (
+        int(target.rsplit(";", 1)[1]) if ";" in target and target.rsplit(";", 1)[1].isdigit() else 4
+    )
     lang = language(version if version in (2, 3, 4) else 4)
     return lang.by_term.get(term)
 
 
-def _check_references(nodes: dict[str, Node], references: list[Reference], errors: list[ParsingError]) -> None:
+def _check_references(
+    nodes: dict[str, Node], references: list[Reference], errors: list[ParsingError]
+) -> None:
     for ref in references:
         source = ref.source
         target_cls = _target_class(ref.target, nodes)
@@ -70,7 +83,9 @@ def _check_references(nodes: dict[str, Node], references: list[Reference], error
                     value=ref.target,
                 )
                 break
-            if constraint.child_of and not _is_child_of(ref.target, constraint.child_of, source.version):
+            if constraint.child_of and not _is_child_of(
+                ref.target, constraint.child_of, source.version
+            ):
                 _error(
                     errors,
                     source,
@@ -82,7 +97,11 @@ def _check_references(nodes: dict[str, Node], references: list[Reference], error
                 )
                 break
         target = nodes.get(ref.target)
-        if target is not None and not target.cls.partition and target.partition is not source.partition:
+        if (
+            target is not None
+            and not target.cls.partition
+            and target.partition is not source.partition
+        ):
             _error(
                 errors,
                 source,
@@ -109,21 +128,32 @@ def _is_child_of(target: str, enum_term: str, version: int) -> bool:
     return False
 
 
-def _edges(node: Node, rule: Descendants, nodes: dict[str, Node]) -> Iterator[tuple[str, Node | None]]:
+def _edges(
+    node: Node, rule: Descendants, nodes: dict[str, Node]
+) -> Iterator[tuple[str, Node | None]]:
     """(property, child) pairs below ``node``; child None for a standard element."""
-    for term, values in node.values.items():
+    for term, value in node.links:
         if rule.narrow and term not in rule.properties:
             continue
-        for value in values:
-            if isinstance(value, str):
-                child = nodes.get(value)
-                if child is not None:
-                    yield term, child
-                elif standard.is_standard(value):
-                    yield term, None
+        child = nodes.get(value)
+        if child is not None:
+            yield term, child
+        elif standard.is_standard(value):
+            yield term, None
 
 
-def _check_descendants(root: Node, rule: Descendants, nodes: dict[str, Node], errors: list[ParsingError]) -> None:
+def _only_counts(rule: Descendants) -> bool:
+    return (
+        rule.max_count is not None
+        and rule.max_depth is None
+        and not rule.exclude_type
+        and rule.allow_self
+    )
+
+
+def _check_descendants(
+    root: Node, rule: Descendants, nodes: dict[str, Node], errors: list[ParsingError]
+) -> None:
     if rule.datatype_property:
         return  # enum value datatypes are checked by _check_enum_values
     seen: set[str] = set()
@@ -136,8 +166,14 @@ def _check_descendants(root: Node, rule: Descendants, nodes: dict[str, Node], er
             counted = term in rule.properties
             child_depth = depth + (1 if counted else 0)
             if child is None:
-                if rule.exclude_type == "Array" and counted and any(
-                    standard.contains_array(v) for v in node.values.get(term, []) if isinstance(v, str)
+                if (
+                    rule.exclude_type == "Array"
+                    and counted
+                    and any(
+                        standard.contains_array(v)
+                        for v in node.values.get(term, [])
+                        if isinstance(v, str)
+                    )
                 ):
                     _error(
                         errors,
@@ -223,10 +259,24 @@ def _contents_with_inherited(node: Node, nodes: dict[str, Node]) -> dict[str, No
     return found
 
 
+@cache
+def _unique_rules(cls: ClassInfo, version: int) -> tuple[tuple[str, Constraint], ...]:
+    rules: dict[str, Constraint] = {}
+    for current in language(version).chain(cls):
+        for term, constraint in current.own.items():
+            if constraint.unique_properties and term not in rules:
+                rules[term] = constraint
+    return tuple(rules.items())
+
+
+@cache
+def _descendant_rules(cls: ClassInfo, version: int) -> tuple[Descendants, ...]:
+    return tuple(rule for current in language(version).chain(cls) for rule in current.descendants)
+
+
 def _check_unique(node: Node, nodes: dict[str, Node], errors: list[ParsingError]) -> None:
-    constraints = {t: c for cls in node.ctx.lang.chain(node.cls) for t, c in cls.own.items()}
-    for term, constraint in constraints.items():
-        if not constraint.unique_properties or term not in node.values:
+    for term, constraint in _unique_rules(node.cls, node.version):
+        if term not in node.values:
             continue
         if term == "contents" and "extends" in node.values:
             members = list(_contents_with_inherited(node, nodes).values())

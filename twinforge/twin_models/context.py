@@ -10,12 +10,14 @@ it licenses undefined terms in its scope.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 from .metamodel import Extension, Language, language
 
-_VERSIONED_DTMI = re.compile(r"^dtmi:[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?(?::[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?)*;[1-9][0-9]{0,8}(?:#[A-Za-z]+)?$")
+_VERSIONED_DTMI = re.compile(
+    r"^dtmi:[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?(?::[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?)*;[1-9][0-9]{0,8}(?:#[A-Za-z]+)?$"
+)
 _PARTNER_CONTEXTS = frozenset({"dtmi:iotcentral:context;2"})
 _DTDL_CONTEXT = re.compile(r"^dtmi:dtdl:context;([0-9]+)(?:#(limitless|limits))?$")
 
@@ -46,19 +48,23 @@ class ActiveContext:
     extensions: tuple[Extension, ...] = ()
     undefined_extension: bool = False
     limits: Limits = CORE_LIMITS
+    #: term -> IRI for the DTDL version and the extensions in force (derived, cached)
+    terms: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ids = tuple(e.context_id for e in self.extensions)
+        object.__setattr__(self, "terms", _merged_terms(self.lang.version, ids))
 
     @property
     def version(self) -> int:
         return self.lang.version
 
-    @property
-    def terms(self) -> dict[str, str]:
-        return _merged_terms(self.lang.version, tuple(e.context_id for e in self.extensions))
-
     def with_extensions(self, added: list[Extension], undefined: bool) -> ActiveContext:
         known = list(self.extensions)
         known += [e for e in added if e not in known]
-        return ActiveContext(self.lang, tuple(known), self.undefined_extension or undefined, self.limits)
+        return ActiveContext(
+            self.lang, tuple(known), self.undefined_extension or undefined, self.limits
+        )
 
 
 def find_extension(context_id: str, version: int) -> Extension | None:
@@ -86,10 +92,14 @@ def _entries(value: object) -> list[str]:
     elif isinstance(value, list):
         entries = value
     else:
-        raise ContextError("invalidContextSpecifier", "@context must be a string or an array of strings", value)
+        raise ContextError(
+            "invalidContextSpecifier", "@context must be a string or an array of strings", value
+        )
     for entry in entries:
         if not isinstance(entry, str):
-            raise ContextError("invalidContextSpecifier", "every @context entry must be a string", entry)
+            raise ContextError(
+                "invalidContextSpecifier", "every @context entry must be a string", entry
+            )
         if not _VERSIONED_DTMI.match(entry):
             raise ContextError(
                 "invalidContextSpecifier",
@@ -111,7 +121,9 @@ def _extensions(
         dtdl = _DTDL_CONTEXT.match(entry)
         if dtdl:
             if dtdl.group(2) == "limits" and previous != "limitless":
-                raise ContextError("invalidContextSpecifier", "'#limits' must directly follow '#limitless'", entry)
+                raise ContextError(
+                    "invalidContextSpecifier", "'#limits' must directly follow '#limitless'", entry
+                )
             if dtdl.group(2) == "limits" or (previous == "limitless" and dtdl.group(2) is None):
                 limits = CORE_LIMITS  # a plain DTDL context after #limitless restores its limits
             previous = dtdl.group(2) or "dtdl"
@@ -120,10 +132,14 @@ def _extensions(
         if ext is not None and ext.is_limit:
             if previous != "limitless":
                 raise ContextError(
-                    "invalidContextSpecifier", f"limit context {entry} must directly follow '#limitless'", entry
+                    "invalidContextSpecifier",
+                    f"limit context {entry} must directly follow '#limitless'",
+                    entry,
                 )
             if entry.split(";")[0] not in acceptable_limits:
-                raise ContextError("invalidContextSpecifier", f"limit context {entry} is not accepted here", entry)
+                raise ContextError(
+                    "invalidContextSpecifier", f"limit context {entry} is not accepted here", entry
+                )
             limits = Limits(entry, ext)
         elif ext is not None:
             found.append(ext)
@@ -138,12 +154,18 @@ def _extensions(
             )
         previous = "extension"
     if previous == "limitless":
-        raise ContextError("invalidContextSpecifier", "'#limitless' must be followed by a limits context", entries)
+        raise ContextError(
+            "invalidContextSpecifier", "'#limitless' must be followed by a limits context", entries
+        )
     return found, undefined, limits
 
 
 def top_level_context(
-    value: object, *, allow_undefined: bool, max_version: int | None, acceptable_limits: frozenset[str]
+    value: object,
+    *,
+    allow_undefined: bool,
+    max_version: int | None,
+    acceptable_limits: frozenset[str],
 ) -> ActiveContext:
     """The context of a top-level element."""
     entries = _entries(value)
@@ -157,40 +179,70 @@ def top_level_context(
             "a top-level @context must start with a DTDL context such as dtmi:dtdl:context;3",
             value,
         )
-    dtdl_positions = [i for i, e in enumerate(entries) if _DTDL_CONTEXT.match(e) and not e.endswith("#limits")]
+    dtdl_positions = [
+        i for i, e in enumerate(entries) if _DTDL_CONTEXT.match(e) and not e.endswith("#limits")
+    ]
     if dtdl_positions != list(range(len(dtdl_positions))):
-        raise ContextError("invalidContextSpecifier", "the DTDL context must precede every other @context entry", value)
+        raise ContextError(
+            "invalidContextSpecifier",
+            "the DTDL context must precede every other @context entry",
+            value,
+        )
     last_dtdl = _DTDL_CONTEXT.match(entries[dtdl_positions[-1]])
     assert last_dtdl is not None
     version = int(last_dtdl.group(1))
     if version not in (2, 3, 4):
-        raise ContextError("unsupportedDtdlVersion", f"DTDL version {version} is not supported (2, 3 or 4)", value)
+        raise ContextError(
+            "unsupportedDtdlVersion", f"DTDL version {version} is not supported (2, 3 or 4)", value
+        )
     if max_version is not None and version > max_version:
         raise ContextError(
-            "disallowedVersionDefinition", f"DTDL version {version} is above the allowed maximum {max_version}", value
+            "disallowedVersionDefinition",
+            f"DTDL version {version} is above the allowed maximum {max_version}",
+            value,
         )
-    if any(_DTDL_CONTEXT.match(e).group(2) == "limitless" for e in entries if _DTDL_CONTEXT.match(e)) and version < 4:
+    if (
+        any(
+            _DTDL_CONTEXT.match(e).group(2) == "limitless"
+            for e in entries
+            if _DTDL_CONTEXT.match(e)
+        )
+        and version < 4
+    ):
         raise ContextError("invalidContextSpecifier", "'#limitless' requires DTDL v4", value)
     limitless = any(e.endswith("#limitless") for e in entries)
     lang = language(version)
     allow = allow_undefined
     exts, undefined, limits = _extensions(entries, version, allow, acceptable_limits)
     if limitless and limits is None:
-        raise ContextError("invalidContextSpecifier", "'#limitless' must be followed by a limits context", value)
+        raise ContextError(
+            "invalidContextSpecifier", "'#limitless' must be followed by a limits context", value
+        )
     return ActiveContext(lang, tuple(exts), undefined, limits or CORE_LIMITS)
 
 
 def nested_context(
-    value: object, parent: ActiveContext, *, allow_undefined: bool, acceptable_limits: frozenset[str]
+    value: object,
+    parent: ActiveContext,
+    *,
+    allow_undefined: bool,
+    acceptable_limits: frozenset[str],
 ) -> ActiveContext:
     """The context of a nested element: the parent's plus the extensions it adds."""
     entries = _entries(value)
     if entries and _DTDL_CONTEXT.match(entries[0]):
         # A nested element may be written in another DTDL version.
         return top_level_context(
-            value, allow_undefined=allow_undefined, max_version=None, acceptable_limits=acceptable_limits
+            value,
+            allow_undefined=allow_undefined,
+            max_version=None,
+            acceptable_limits=acceptable_limits,
         )
-    exts, undefined, limits = _extensions(entries, parent.version, allow_undefined, acceptable_limits)
+    exts, undefined, limits = _extensions(
+        entries, parent.version, allow_undefined, acceptable_limits
+    )
     if limits is not None:
-        raise ContextError("invalidContextSpecifier", "limits may only be set in a top-level @context", value)
+        raise ContextError(
+            "invalidContextSpecifier", "limits may only be set in a top-level @context", value
+        )
     return parent.with_extensions(exts, undefined)

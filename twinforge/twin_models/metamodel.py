@@ -20,7 +20,7 @@ DTDL_VERSIONS = (2, 3, 4)
 _DATA = resources.files(__package__) / "metamodel"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Constraint:
     """The SHACL constraints one class puts on one property."""
 
@@ -95,7 +95,9 @@ class Extension:
     is_limit: bool = False
     global_overrides: dict[str, Any] = field(default_factory=dict)
     class_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    enum_values: dict[str, dict[str, str]] = field(default_factory=dict)  # enum term -> {value iri: name}
+    enum_values: dict[str, dict[str, str]] = field(
+        default_factory=dict
+    )  # enum term -> {value iri: name}
 
 
 @dataclass(slots=True)
@@ -128,11 +130,7 @@ class Language:
 
     def conforms(self, cls: ClassInfo, constraint: Constraint) -> bool:
         """True when an element of class ``cls`` satisfies ``constraint``'s class list."""
-        if not constraint.classes:
-            return True
-        if constraint.exact_version:
-            return any(c.iri in constraint.class_iris for c in self.chain(cls))
-        return not self.ancestry(cls).isdisjoint(constraint.classes)
+        return _conforms(self.version, cls, constraint)
 
     def subclass_of(self, cls: ClassInfo, target: str) -> bool:
         """True when ``cls`` is ``target`` (a term) or derives from it."""
@@ -140,7 +138,7 @@ class Language:
 
     def ancestry(self, cls: ClassInfo) -> frozenset[str]:
         """The terms of ``cls`` and all its superclasses."""
-        return frozenset(c.term for c in self.chain(cls))
+        return _ancestry(self.version, cls.iri)
 
     def chain(self, cls: ClassInfo) -> tuple[ClassInfo, ...]:
         """``cls`` and its superclasses, nearest first."""
@@ -205,8 +203,12 @@ def _constraint(prop: dict[str, Any], resolve, term_of_iri, exact_version: bool)
         max_inclusive=prop.get("sh:maxInclusive"),
         in_values=frozenset(_versionless(resolve(v)) for v in in_values) if in_values else None,
         unique_lang=bool(prop.get("sh:uniqueLang")),
-        unique_properties=tuple(term_of_iri(resolve(p)) for p in _as_list(prop.get("dtmm:uniqueProperties"))),
-        dtmi_segment=term_of_iri(resolve(prop["dtmm:dtmiSegment"])) if "dtmm:dtmiSegment" in prop else None,
+        unique_properties=tuple(
+            term_of_iri(resolve(p)) for p in _as_list(prop.get("dtmm:uniqueProperties"))
+        ),
+        dtmi_segment=term_of_iri(resolve(prop["dtmm:dtmiSegment"]))
+        if "dtmm:dtmiSegment" in prop
+        else None,
         type_inferable=bool(prop.get("dtmm:typeInferable")),
         fixed_value=prop.get("dtmm:value"),
         deprecated=bool(prop.get("dtmm:deprecated")),
@@ -223,8 +225,12 @@ def _descendants(node: dict[str, Any], resolve, term_of_iri) -> Descendants:
         exclude_type=node.get("dtmm:excludeType"),
         narrow=bool(node.get("dtmm:narrow")),
         allow_self=bool(node.get("dtmm:allowSelf")),
-        import_properties=tuple(term_of_iri(resolve(p)) for p in _as_list(node.get("dtmm:importProperties"))),
-        datatype_property=term_of_iri(resolve(node["dtmm:datatypeProperty"])) if "dtmm:datatypeProperty" in node else None,
+        import_properties=tuple(
+            term_of_iri(resolve(p)) for p in _as_list(node.get("dtmm:importProperties"))
+        ),
+        datatype_property=term_of_iri(resolve(node["dtmm:datatypeProperty"]))
+        if "dtmm:datatypeProperty" in node
+        else None,
     )
 
 
@@ -299,7 +305,9 @@ class _Builder:
                 hosts=_shape_classes({"sh:or": node.get("sh:or")}, resolve),
                 requires_cotypes=_shape_classes({"sh:or": node.get("sh:and")}, resolve),
                 excludes_cotypes=tuple(
-                    _term_of(resolve(c["sh:class"])) for c in _as_list(node.get("sh:not")) if "sh:class" in c
+                    _term_of(resolve(c["sh:class"]))
+                    for c in _as_list(node.get("sh:not"))
+                    if "sh:class" in c
                 ),
                 instance=node.get("dtmm:instance") or {},
                 siblings=_as_list(node.get("dtmm:siblings")),
@@ -310,7 +318,10 @@ class _Builder:
                 info.own[constraint.term] = constraint
             identifier = node.get("dtmm:identifier") or {}
             info.identifier_max_length = identifier.get("sh:maxLength")
-            info.descendants = [_descendants(d, resolve, self.term_of_iri) for d in _as_list(node.get("dtmm:descendants"))]
+            info.descendants = [
+                _descendants(d, resolve, self.term_of_iri)
+                for d in _as_list(node.get("dtmm:descendants"))
+            ]
             self.classes[iri] = info
             added.append(iri)
         return added
@@ -330,10 +341,18 @@ class _Builder:
             reserved_prefixes=tuple(ident["dtmm:reservedPrefix"]),
             allow_undefined_extensions_by_default=glob["dtmm:allowUndefinedExtensionsByDefault"],
             restrict_keywords=glob["dtmm:restrictKeywords"],
-            always_allow_cotype=frozenset(x.removeprefix("dtmm:") for x in _as_list(always.get("dtmm:asCotype"))),
-            always_allow_property=frozenset(x.removeprefix("dtmm:") for x in _as_list(always.get("dtmm:asProperty"))),
-            never_allow_cotype=frozenset(x.removeprefix("dtmm:") for x in _as_list(never.get("dtmm:asCotype"))),
-            never_allow_property=frozenset(x.removeprefix("dtmm:") for x in _as_list(never.get("dtmm:asProperty"))),
+            always_allow_cotype=frozenset(
+                x.removeprefix("dtmm:") for x in _as_list(always.get("dtmm:asCotype"))
+            ),
+            always_allow_property=frozenset(
+                x.removeprefix("dtmm:") for x in _as_list(always.get("dtmm:asProperty"))
+            ),
+            never_allow_cotype=frozenset(
+                x.removeprefix("dtmm:") for x in _as_list(never.get("dtmm:asCotype"))
+            ),
+            never_allow_property=frozenset(
+                x.removeprefix("dtmm:") for x in _as_list(never.get("dtmm:asProperty"))
+            ),
             partition_max_bytes=(glob.get("dtmm:partition") or {}).get("dtmm:maxBytes"),
         )
         instances = {}
@@ -379,11 +398,20 @@ class _Builder:
                 supers=[self.terms["SemanticType"]],
                 own={
                     "unit": Constraint(
-                        term="unit", iri=self.terms["unit"], min_count=1, max_count=1, classes=("Unit",),
-                        node_kind="IRI", child_of=unit_enum[term], exact_version=False,
+                        term="unit",
+                        iri=self.terms["unit"],
+                        min_count=1,
+                        max_count=1,
+                        classes=("Unit",),
+                        node_kind="IRI",
+                        child_of=unit_enum[term],
+                        exact_version=False,
                     ),
                     "schema": Constraint(
-                        term="schema", iri=self.terms["schema"], classes=("NumericSchema",), exact_version=False
+                        term="schema",
+                        iri=self.terms["schema"],
+                        classes=("NumericSchema",),
+                        exact_version=False,
                     ),
                 },
             )
@@ -402,10 +430,24 @@ class _Builder:
         for ctx in _as_list(shacl.get("@context"))[1:]:
             other = _EXTENSIONS[self.version].get(ctx)
             if other and ctx != context_id:
-                extra.update({k: v for k, v in _context_terms(_load(f"{folder}/{other}.context.json"))[0].items() if k not in extra})
+                extra.update(
+                    {
+                        k: v
+                        for k, v in _context_terms(_load(f"{folder}/{other}.context.json"))[
+                            0
+                        ].items()
+                        if k not in extra
+                    }
+                )
         resolve = self.resolver(extra)
         is_limit = ":limits:" in context_id
-        ext = Extension(context_id=context_id, dtdl_version=self.version, terms=ext_terms, classes=[], is_limit=is_limit)
+        ext = Extension(
+            context_id=context_id,
+            dtdl_version=self.version,
+            terms=ext_terms,
+            classes=[],
+            is_limit=is_limit,
+        )
         if is_limit:
             for node in shacl["@graph"]:
                 if "dtmm:Global" in _as_list(node.get("@type")):
@@ -428,6 +470,21 @@ def language(version: int) -> Language:
     if version not in DTDL_VERSIONS:
         raise ValueError(f"DTDL version {version} is not supported (supported: 2, 3, 4)")
     return _Builder(version).build()
+
+
+@cache
+def _conforms(version: int, cls: ClassInfo, constraint: Constraint) -> bool:
+    if not constraint.classes:
+        return True
+    chain = _chain(version, cls.iri)
+    if constraint.exact_version:
+        return any(c.iri in constraint.class_iris for c in chain)
+    return any(c.term in constraint.classes for c in chain)
+
+
+@cache
+def _ancestry(version: int, iri: str) -> frozenset[str]:
+    return frozenset(c.term for c in _chain(version, iri))
 
 
 @cache

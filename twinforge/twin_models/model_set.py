@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from functools import cache
 
 from . import elements as el
 from . import standard
+from .metamodel import ClassInfo, language
 from .nodes import Node
 
 # Python attribute for each DTDL property term, where the names differ.
@@ -86,33 +88,65 @@ def _standard_element(target: str) -> el.Entity:
     dtdl_version = int(version) if version.isdigit() else 0
     if name is not None:
         return el.PrimitiveSchema(id=target, dtdl_version=dtdl_version, name=name)
-    return el.EnumValue(id=target, dtdl_version=dtdl_version, name=target.rsplit(":", 1)[-1].split(";")[0])
+    return el.EnumValue(
+        id=target, dtdl_version=dtdl_version, name=target.rsplit(":", 1)[-1].split(";")[0]
+    )
 
 
-def _fill(entity: el.Entity, node: Node, lookup) -> None:
+@cache
+def _fill_plan(cls: ClassInfo, version: int, entity_type: type) -> dict[str, tuple[str, str]]:
+    """For each core property of ``cls``: (attribute, how) with how one of
+    ``lang`` (language map), ``literal``, ``refs`` (elements) or ``skip``."""
+    fields = {f.name for f in dataclasses.fields(entity_type)}
+    plan: dict[str, tuple[str, str]] = {}
+    for current in language(version).chain(cls):
+        for term, constraint in current.own.items():
+            attribute = _ATTRIBUTES.get(term, term)
+            if term in plan:
+                continue
+            if attribute not in fields:
+                how = "skip"
+            elif constraint.datatype == "rdf:langString":
+                how = "lang"
+            elif (
+                constraint.datatype
+                or constraint.node_kind == "Literal"
+                or attribute in _SCALAR_REFERENCES
+            ):
+                how = "literal"
+            else:
+                how = "refs"
+            plan[term] = (attribute, how)
+    return plan
+
+
+def _fill(entity: el.Entity, node: Node, lookup: Callable[[str], el.Entity]) -> None:
     entity.defined_in = node.partition.id if node.partition else None
     entity.child_of = node.parent.id if node.parent else None
-    entity.supplemental_types = [c.term for c in node.cotypes]
-    entity.undefined_types = list(node.undefined_cotypes)
-    entity.undefined_properties = dict(node.undefined_properties)
-    core_terms = {t for c in node.ctx.lang.chain(node.cls) for t in c.own}
+    if node.cotypes:
+        entity.supplemental_types = [c.term for c in node.cotypes]
+    if node.undefined_cotypes:
+        entity.undefined_types = list(node.undefined_cotypes)
+        entity.undefined_properties = dict(node.undefined_properties)
+    plan = _fill_plan(node.cls, node.version, type(entity))
     for term, values in node.values.items():
-        attribute = _ATTRIBUTES.get(term, term)
-        if term in ("displayName", "description"):
-            setattr(entity, attribute, dict(values[0]) if values else {})
-            continue
-        if term not in core_terms:
+        attribute, how = plan.get(term, ("", "supplemental"))
+        if how == "supplemental":
             entity.supplemental_properties[term] = values[0] if len(values) == 1 else list(values)
             continue
-        if not hasattr(entity, attribute):
+        if how == "skip":
             continue
-        resolved: list[Any] = []
-        for value in values:
-            is_reference = isinstance(value, str) and value.startswith("dtmi:") and attribute not in _SCALAR_REFERENCES
-            resolved.append(lookup(value) if is_reference and term not in ("name", "comment", "enumValue") else value)
+        if how == "lang":
+            setattr(entity, attribute, dict(values[0]) if values else {})
+            continue
+        resolved = [lookup(v) for v in values] if how == "refs" else values
         if attribute == "command_type" and resolved:
             resolved = [str(resolved[0]).rsplit(":", 1)[-1].split(";")[0]]
-        setattr(entity, attribute, resolved if attribute in _PLURAL else (resolved[0] if resolved else None))
+        setattr(
+            entity,
+            attribute,
+            list(resolved) if attribute in _PLURAL else (resolved[0] if resolved else None),
+        )
 
 
 def _inherited_contents(interface: el.Interface) -> dict[str, el.Content]:

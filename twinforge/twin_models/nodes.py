@@ -16,7 +16,7 @@ class Reference:
     source: Node
     term: str
     target: str
-    constraints: list[Constraint]
+    constraints: tuple[Constraint, ...]
 
 
 @dataclass(slots=True)
@@ -32,6 +32,8 @@ class Node:
     # property term -> values: python literals, dicts for language strings, or child ids
     values: dict[str, list[Any]] = field(default_factory=dict)
     undefined_properties: dict[str, Any] = field(default_factory=dict)
+    # (property term, DTMI) for every property value that names or holds an element
+    links: list[tuple[str, str]] = field(default_factory=list)
     partition: Node | None = None
     explicit_id: bool = True
 
@@ -44,7 +46,9 @@ class Node:
         return self.cls.term
 
     def is_a(self, term: str) -> bool:
-        return self.ctx.lang.subclass_of(self.cls, term) or any(c.term == term for c in self.cotypes)
+        return self.ctx.lang.subclass_of(self.cls, term) or any(
+            c.term == term for c in self.cotypes
+        )
 
     def first(self, term: str, default: Any = None) -> Any:
         values = self.values.get(term)

@@ -13,13 +13,14 @@ import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from . import standard
 from .context import ActiveContext, ContextError, nested_context, top_level_context
 from .dtmi import child_dtmi, is_valid_dtmi
 from .errors import ModelParsingError, ParsingError, ResolutionError, parsing_error
-from .metamodel import ClassInfo, Constraint, find_class
+from .metamodel import ClassInfo, Constraint, find_class, language
 from .nodes import Node, Reference
 
 Resolver = Callable[[list[str]], Iterable[str | dict[str, Any] | list[Any]] | None]
@@ -30,10 +31,10 @@ _ALLOWED_KEYWORDS = frozenset({"@context", "@id", "@type"})
 def _ignorable_keyword(key: str) -> bool:
     return key.startswith("@") and key not in _ALLOWED_KEYWORDS and key != "@graph"
 
+
 # BCP 47: a 2-3 letter language, then script, region or variant subtags.
 _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
 _XSD = "http://www.w3.org/2001/XMLSchema#"
-_MAX_NESTING = 200  # JSON deeper than this is hostile, not a model
 
 
 @dataclass(slots=True)
@@ -80,7 +81,9 @@ class _DocumentParser:
 
     # -- errors ---------------------------------------------------------------
     def error(self, rule: str, cause: str, action: str, **where: Any) -> None:
-        self.state.errors.append(parsing_error(rule, cause, action, document=self.document, **where))
+        self.state.errors.append(
+            parsing_error(rule, cause, action, document=self.document, **where)
+        )
 
     # -- roots ----------------------------------------------------------------
     def parse_root(self, value: Any) -> None:
@@ -136,12 +139,14 @@ class _DocumentParser:
         self,
         obj: dict[str, Any],
         ctx: ActiveContext,
-        constraints: list[Constraint] | None,
+        constraints: tuple[Constraint, ...] | None,
         parent: Node | None,
         prop: str | None,
     ) -> Node | None:
         """Parse one JSON object as a DTDL element; None when it cannot be."""
-        where = obj.get("@id") if isinstance(obj.get("@id"), str) else (parent.id if parent else None)
+        where = (
+            obj.get("@id") if isinstance(obj.get("@id"), str) else (parent.id if parent else None)
+        )
         if parent is not None and "@context" in obj:
             try:
                 ctx = nested_context(
@@ -154,9 +159,12 @@ class _DocumentParser:
                 self.context_error(exc, obj)
                 return None
         lang = ctx.lang
-        ok = True
         for key in obj:
-            if key.startswith("@") and key not in _ALLOWED_KEYWORDS and (lang.globals.restrict_keywords or key == "@graph"):
+            if (
+                key.startswith("@")
+                and key not in _ALLOWED_KEYWORDS
+                and (lang.globals.restrict_keywords or key == "@graph")
+            ):
                 self.error(
                     "invalidKeyword" if key != "@graph" else "graphDisallowed",
                     f"JSON-LD keyword {key} is not allowed in a DTDL element",
@@ -164,7 +172,6 @@ class _DocumentParser:
                     primary_id=where,
                     property=key,
                 )
-                ok = False
         cls, cotypes, undefined_cotypes = self.types(obj, ctx, constraints, where)
         if cls is None:
             return None
@@ -198,17 +205,24 @@ class _DocumentParser:
                 "Give each element its own @id.",
                 primary_id=node_id,
             )
-            ok = False
         else:
             self.state.nodes[node_id] = node
         self.properties(obj, node)
-        return node if ok else node
+        return node
 
     def types(
-        self, obj: dict[str, Any], ctx: ActiveContext, constraints: list[Constraint] | None, where: str | None
+        self,
+        obj: dict[str, Any],
+        ctx: ActiveContext,
+        constraints: tuple[Constraint, ...] | None,
+        where: str | None,
     ) -> tuple[ClassInfo | None, list[ClassInfo], list[str]]:
         raw = obj.get("@type")
         lang = ctx.lang
+        if isinstance(raw, str) and constraints is not None:
+            simple = _simple_type(raw, ctx.terms.get(raw), ctx.version, constraints)
+            if simple is not None:
+                return simple, [], []
         if "@type" not in obj:
             inferable = [c for c in constraints or [] if c.type_inferable and c.classes]
             if inferable:
@@ -232,7 +246,11 @@ class _DocumentParser:
             )
             return None, [], []
         raw_types = raw if isinstance(raw, list) else [raw]
-        if not raw_types or not all(isinstance(t, str) for t in raw_types) or not isinstance(raw, (str, list)):
+        if (
+            not raw_types
+            or not all(isinstance(t, str) for t in raw_types)
+            or not isinstance(raw, (str, list))
+        ):
             self.error(
                 "badType",
                 "@type must be a string or an array of strings",
@@ -249,7 +267,9 @@ class _DocumentParser:
             kind, iri = _kind(text, ctx)
             if kind in ("term", "dtmi"):
                 cls = find_class(iri, ctx.version)
-                if cls is None or (cls.extension is not None and not self.extension_active(cls, ctx)):
+                if cls is None or (
+                    cls.extension is not None and not self.extension_active(cls, ctx)
+                ):
                     apocryphal.append(("irrelevantDtmiOrTerm", text))
                 elif cls.material and cls.extension is None:
                     if cls not in materials:  # "Telemetry" and its DTMI name the same class
@@ -298,10 +318,14 @@ class _DocumentParser:
                         value=raw,
                     )
                     return None, [], []
-        ancestry = lang.ancestry(cls)
+        ancestry = lang.ancestry(cls) if cotypes else frozenset()
         good_cotypes: list[ClassInfo] = []
         for cotype in cotypes:
-            hosts = {h for c in lang.chain(cotype) for h in c.hosts} if cotype.extension is None else set(cotype.hosts)
+            hosts = (
+                {h for c in lang.chain(cotype) for h in c.hosts}
+                if cotype.extension is None
+                else set(cotype.hosts)
+            )
             if cotype.extension is not None and not hosts:
                 hosts = {h for c in _extension_chain(cotype, ctx.version) for h in c.hosts}
             if hosts and not hosts & ancestry:
@@ -331,7 +355,12 @@ class _DocumentParser:
             if missing or excluded:
                 self.error(
                     "invalidCotype",
-                    f"co-type {cotype.term} " + (f"requires {', '.join(missing)}" if missing else f"excludes {', '.join(excluded)}"),
+                    f"co-type {cotype.term} "
+                    + (
+                        f"requires {', '.join(missing)}"
+                        if missing
+                        else f"excludes {', '.join(excluded)}"
+                    ),
                     "Fix the co-types in @type.",
                     **where_type,
                     value=raw,
@@ -357,7 +386,7 @@ class _DocumentParser:
         obj: dict[str, Any],
         ctx: ActiveContext,
         cls: ClassInfo,
-        constraints: list[Constraint] | None,
+        constraints: tuple[Constraint, ...] | None,
         parent: Node | None,
         prop: str | None,
         where: str | None,
@@ -377,7 +406,9 @@ class _DocumentParser:
             for constraint in constraints or []:
                 if constraint.dtmi_segment:
                     value = obj.get(constraint.dtmi_segment)
-                    segment = value if isinstance(value, str) and _NAME.match(value) else f"_{id(obj)}"
+                    segment = (
+                        value if isinstance(value, str) and _NAME.match(value) else f"_{id(obj)}"
+                    )
             return child_dtmi(parent.id, prop or "", segment)
         g = ctx.lang.globals
         max_length = g.identifier_max_length
@@ -399,7 +430,9 @@ class _DocumentParser:
         elif raw.startswith(g.reserved_prefixes):
             problem = f"@id {raw!r} uses a reserved prefix ({', '.join(g.reserved_prefixes)})"
         elif len(raw) > max_length:
-            problem = f"@id is {len(raw)} characters; a {cls.term} identifier is at most {max_length}"
+            problem = (
+                f"@id is {len(raw)} characters; a {cls.term} identifier is at most {max_length}"
+            )
         if problem:
             self.error(
                 "invalidId",
@@ -415,58 +448,27 @@ class _DocumentParser:
     # -- properties -----------------------------------------------------------
     def properties(self, obj: dict[str, Any], node: Node) -> None:
         ctx = node.ctx
-        lang = ctx.lang
-        by_term: dict[str, list[Constraint]] = {}
-        for cls in lang.chain(node.cls):
-            for term, constraint in cls.own.items():
-                by_term.setdefault(term, []).append(constraint)
-        for cotype in node.cotypes:
-            chain = lang.chain(cotype) if cotype.extension is None else _extension_chain(cotype, ctx.version)
-            for cls in chain:
-                for term, constraint in cls.own.items():
-                    if not term.startswith("^"):
-                        by_term.setdefault(term, []).append(constraint)
-        by_iri = {c.iri: term for term, cs in by_term.items() for c in cs}
-        given: dict[str, tuple[str, Any]] = {}
+        by_term, by_iri, required = _constraint_table(node.cls, tuple(node.cotypes), ctx.version)
+        seen: dict[str, str] = {}
         for key, value in obj.items():
-            if key.startswith("@"):
+            if key[:1] == "@":
                 continue
-            term = key if key in by_term and ctx.terms.get(key, by_term[key][0].iri) == by_term[key][0].iri else by_iri.get(key)
-            if term is None and key in by_term:
-                term = key
+            term = key if key in by_term else by_iri.get(key)
             if term is None:
-                kind, _ = _kind(key, ctx)
-                if kind == "term":
-                    kind = "irrelevantDtmiOrTerm"
-                elif kind == "dtmi":
-                    kind = "irrelevantDtmiOrTerm"
-                if node.undefined_cotypes and self.apocrypha_allowed(kind, ctx, as_cotype=False):
-                    node.undefined_properties[key] = value
-                else:
-                    self.error(
-                        "invalidProperty",
-                        f"{key!r} is not a property of a {node.cls.term} ({_describe(kind)})",
-                        "Remove it, or co-type the element with the extension type that defines it.",
-                        primary_id=node.id,
-                        property=key,
-                    )
-                continue
-            if term in given:
+                self.undefined_property(node, key, value)
+            elif term in seen:
                 self.error(
                     "duplicateProperty",
-                    f"property {term!r} is given twice (as {given[term][0]!r} and {key!r})",
+                    f"property {term!r} is given twice (as {seen[term]!r} and {key!r})",
                     "Keep one of them.",
                     primary_id=node.id,
                     property=term,
                 )
-                continue
-            given[term] = (key, value)
-        for term, constraints in by_term.items():
-            if term.startswith("^"):
-                continue
-            if term in given:
-                self.property_values(node, term, given[term][1], constraints)
-            elif any((c.min_count or 0) > 0 for c in constraints):
+            else:
+                seen[term] = key
+                self.property_values(node, term, value, by_term[term])
+        for term in required:
+            if term not in seen:
                 self.error(
                     "missingRequiredProperty",
                     f"a {node.cls.term} requires property {term!r}",
@@ -475,8 +477,34 @@ class _DocumentParser:
                     property=term,
                 )
 
-    def property_values(self, node: Node, term: str, raw: Any, constraints: list[Constraint]) -> None:
-        if any(c.max_count == 0 for c in constraints):
+    def undefined_property(self, node: Node, key: str, value: Any) -> None:
+        """A property no class of the element defines: kept if an undefined extension
+        (or DTDL v2's leniency) allows it, an error otherwise."""
+        kind, _ = _kind(key, node.ctx)
+        if kind in ("term", "dtmi"):
+            kind = "irrelevantDtmiOrTerm"
+        if node.undefined_cotypes and self.apocrypha_allowed(kind, node.ctx, as_cotype=False):
+            node.undefined_properties[key] = value
+            return
+        self.error(
+            "invalidProperty",
+            f"{key!r} is not a property of a {node.cls.term} ({_describe(kind)})",
+            "Remove it, or co-type the element with the extension type that defines it.",
+            primary_id=node.id,
+            property=key,
+        )
+
+    def property_values(
+        self, node: Node, term: str, raw: Any, constraints: tuple[Constraint, ...]
+    ) -> None:
+        plan = _plan(constraints)
+        if plan.scalar_check is not None and type(raw) in _SCALARS and plan.scalar_check(raw):
+            # One plain JSON value of the right type: the common case, checked fast.
+            problem = _check_literal(raw, constraints, self.max_length(node, term, constraints))
+            if problem is None:
+                node.values[term] = [raw]
+                return
+        if plan.forbidden:
             self.error(
                 "propertyNotAllowed",
                 f"property {term!r} may not be set",
@@ -486,18 +514,16 @@ class _DocumentParser:
                 value=raw,
             )
             return
-        datatype = next((c.datatype for c in constraints if c.datatype), None)
-        literal = datatype is not None or any(c.node_kind == "Literal" for c in constraints)
-        if datatype == "rdf:langString":
+        if plan.datatype == "rdf:langString":
             values = self.language_string(node, term, raw, constraints)
-        elif literal:
-            values = self.literals(node, term, raw, constraints, datatype)
+        elif plan.literal:
+            values = self.literals(node, term, raw, constraints, plan.datatype)
         else:
             values = self.elements(node, term, raw, constraints)
         if values is None:
             return
         count = len(values)
-        for c in constraints:
+        for c in plan.counted:
             if c.max_count is not None and count > c.max_count:
                 self.error(
                     "tooManyValues",
@@ -517,8 +543,16 @@ class _DocumentParser:
                 )
                 return
         node.values[term] = values
+        if not plan.literal:
+            node.links.extend((term, value) for value in values)
 
-    def language_string(self, node: Node, term: str, raw: Any, constraints: list[Constraint]) -> list[Any] | None:
+    def language_string(
+        self, node: Node, term: str, raw: Any, constraints: tuple[Constraint, ...]
+    ) -> list[Any] | None:
+        if isinstance(raw, str) and node.ctx.limits.overrides is None:  # the common case, fast
+            limit = _plan(constraints).max_length
+            if limit is None or len(raw) <= limit:
+                return [{"en": raw}]
         texts: dict[str, str] = {}
 
         def fail(cause: str) -> None:
@@ -546,7 +580,11 @@ class _DocumentParser:
 
         if isinstance(raw, str):
             add("en", raw)
-        elif isinstance(raw, dict) and "@value" not in raw and not any(k.startswith("@") for k in raw):
+        elif (
+            isinstance(raw, dict)
+            and "@value" not in raw
+            and not any(k.startswith("@") for k in raw)
+        ):
             for language, text in raw.items():
                 if not add(language, text):
                     return None
@@ -587,8 +625,10 @@ class _DocumentParser:
                 return None
         return [texts] if texts else []
 
-    def max_length(self, node: Node, term: str, constraints: list[Constraint]) -> int | None:
+    def max_length(self, node: Node, term: str, constraints: tuple[Constraint, ...]) -> int | None:
         limits = node.ctx.limits.overrides
+        if limits is None:
+            return _plan(constraints).max_length
         if limits is not None:
             for cls in node.ctx.lang.chain(node.cls):
                 for prop in (limits.class_overrides.get(cls.term) or {}).get("sh:property", []):
@@ -598,7 +638,12 @@ class _DocumentParser:
         return min(lengths) if lengths else None
 
     def literals(
-        self, node: Node, term: str, raw: Any, constraints: list[Constraint], datatype: str | None
+        self,
+        node: Node,
+        term: str,
+        raw: Any,
+        constraints: tuple[Constraint, ...],
+        datatype: str | None,
     ) -> list[Any] | None:
         items = raw if isinstance(raw, list) else [raw]
         values: list[Any] = []
@@ -625,7 +670,9 @@ class _DocumentParser:
         if isinstance(item, dict):
             extra = set(item) - {"@value", "@type"}
             if not node.ctx.lang.globals.restrict_keywords:
-                extra = {k for k in extra if not _ignorable_keyword(k)}  # DTDL v2 ignores most keywords
+                extra = {
+                    k for k in extra if not _ignorable_keyword(k)
+                }  # DTDL v2 ignores most keywords
             if "@value" not in item or extra:
                 self.error(
                     "invalidPropertyValue",
@@ -640,7 +687,11 @@ class _DocumentParser:
                 declared = item["@type"]
                 if isinstance(declared, list) and len(declared) == 1:
                     declared = declared[0]
-                short = declared.removeprefix(_XSD).removeprefix("xsd:") if isinstance(declared, str) else None
+                short = (
+                    declared.removeprefix(_XSD).removeprefix("xsd:")
+                    if isinstance(declared, str)
+                    else None
+                )
                 if expected is None and short is not None:
                     expected = short  # an untyped literal (enumValue) may declare its own type
                 if short is None or short != expected or not declared.startswith(("xsd:", _XSD)):
@@ -667,10 +718,12 @@ class _DocumentParser:
             return _INVALID
         return item
 
-    def elements(self, node: Node, term: str, raw: Any, constraints: list[Constraint]) -> list[Any] | None:
+    def elements(
+        self, node: Node, term: str, raw: Any, constraints: tuple[Constraint, ...]
+    ) -> list[Any] | None:
         items = raw if isinstance(raw, list) else [raw]
         values: list[Any] = []
-        iri_only = any(c.node_kind == "IRI" for c in constraints)
+        iri_only = _plan(constraints).iri_only
         for item in items:
             if isinstance(item, str):
                 target = self.reference(node, term, item, constraints)
@@ -712,7 +765,9 @@ class _DocumentParser:
                 return None
         return values
 
-    def reference(self, node: Node, term: str, text: str, constraints: list[Constraint]) -> str | None:
+    def reference(
+        self, node: Node, term: str, text: str, constraints: tuple[Constraint, ...]
+    ) -> str | None:
         kind, iri = _kind(text, node.ctx)
         if kind not in ("term", "dtmi"):
             self.error(
@@ -728,7 +783,8 @@ class _DocumentParser:
             if c.pattern is not None and not c.pattern.match(iri):
                 self.error(
                     "invalidReference",
-                    f"property {term!r} value {text!r} " + (c.pattern_desc or "does not match the required pattern"),
+                    f"property {term!r} value {text!r} "
+                    + (c.pattern_desc or "does not match the required pattern"),
                     f"Fix {term!r}.",
                     primary_id=node.id,
                     property=term,
@@ -754,13 +810,16 @@ class _DocumentParser:
                     value=text,
                 )
                 return None
-        if any(c.classes for c in constraints):
+        if _plan(constraints).references:
             self.state.references.append(Reference(node, term, iri, constraints))
         return iri
 
 
 class _Invalid:
     pass
+
+
+_SCALARS = frozenset({str, int, float, bool})
 
 
 _INVALID = _Invalid()
@@ -792,7 +851,9 @@ _DATATYPE_WORDS = {
 }
 
 
-def _check_literal(value: Any, constraints: list[Constraint], max_length: int | None) -> str | None:
+def _check_literal(
+    value: Any, constraints: tuple[Constraint, ...], max_length: int | None
+) -> str | None:
     for c in constraints:
         if c.pattern is not None and isinstance(value, str) and not c.pattern.match(value):
             return f"{value!r} " + (c.pattern_desc or f"does not match {c.pattern.pattern}")
@@ -814,6 +875,87 @@ def _describe(kind: str) -> str:
     }.get(kind, kind)
 
 
+@cache
+def _constraint_table(
+    cls: ClassInfo, cotypes: tuple[ClassInfo, ...], version: int
+) -> tuple[dict[str, tuple[Constraint, ...]], dict[str, str], tuple[str, ...]]:
+    """The constraints on each property of an element of ``cls`` with ``cotypes``, by term;
+    property IRI -> term (a property may be written as its DTMI); the required terms."""
+    lang = language(version)
+    by_term: dict[str, tuple[Constraint, ...]] = {}
+    for current in lang.chain(cls):
+        for term, constraint in current.own.items():
+            if not term.startswith("^"):  # inverse paths constrain the parent, not this element
+                by_term.setdefault(term, []).append(constraint)
+    for cotype in cotypes:
+        chain = (
+            lang.chain(cotype) if cotype.extension is None else _extension_chain(cotype, version)
+        )
+        for current in chain:
+            for term, constraint in current.own.items():
+                if not term.startswith("^"):
+                    by_term.setdefault(term, []).append(constraint)
+    by_iri = {c.iri: term for term, cs in by_term.items() for c in cs}
+    table = {term: tuple(cs) for term, cs in by_term.items()}
+    required = tuple(term for term, cs in table.items() if _plan(cs).required)
+    return table, by_iri, required
+
+
+@cache
+def _simple_type(
+    raw: str, iri: str | None, version: int, constraints: tuple[Constraint, ...]
+) -> ClassInfo | None:
+    """The class of an element whose ``@type`` is one term naming an allowed concrete core
+    class (nearly every element); None sends the element through the full check."""
+    if iri is None:
+        return None
+    cls = find_class(iri, version)
+    if cls is None or not cls.material or cls.abstract or cls.extension is not None:
+        return None
+    lang = language(version)
+    return cls if all(lang.conforms(cls, c) for c in constraints) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the constraints on one property imply for reading its values."""
+
+    datatype: str | None
+    literal: bool
+    iri_only: bool
+    references: bool
+    forbidden: bool
+    required: bool
+    counted: tuple[Constraint, ...]
+    max_length: int | None
+    #: type check for a single plain JSON value, when the property takes literals of a
+    #: known type and allows exactly that one value (None: always take the full path)
+    scalar_check: Callable[[Any], bool] | None
+
+
+@cache
+def _plan(constraints: tuple[Constraint, ...]) -> _Plan:
+    datatype = next((c.datatype for c in constraints if c.datatype), None)
+    return _Plan(
+        datatype=datatype,
+        literal=datatype is not None or any(c.node_kind == "Literal" for c in constraints),
+        iri_only=any(c.node_kind == "IRI" for c in constraints),
+        references=any(c.classes for c in constraints),
+        forbidden=any(c.max_count == 0 for c in constraints),
+        required=any((c.min_count or 0) > 0 for c in constraints),
+        counted=tuple(c for c in constraints if c.max_count is not None or c.min_count is not None),
+        max_length=min(
+            (c.max_length for c in constraints if c.max_length is not None), default=None
+        ),
+        scalar_check=_TYPE_CHECKS.get((datatype or "").removeprefix("xsd:"))
+        if datatype
+        and datatype != "rdf:langString"
+        and not any(c.max_count == 0 for c in constraints)
+        else None,
+    )
+
+
+@cache
 def _extension_chain(cls: ClassInfo, version: int) -> tuple[ClassInfo, ...]:
     chain = [cls]
     stack = list(cls.supers)
@@ -831,7 +973,17 @@ def _decode(doc: str | bytes | dict[str, Any] | list[Any], index: int, state: _S
         return doc
     try:
         return json.loads(doc, object_pairs_hook=_no_duplicate_keys)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        state.errors.append(
+            parsing_error(
+                "excessiveNesting",
+                "the document nests JSON too deeply to be a DTDL model",
+                "Flatten the model; DTDL limits nesting far below this depth.",
+                document=index,
+            )
+        )
+        return _INVALID
+    except ValueError as exc:
         state.errors.append(
             parsing_error(
                 "invalidJson",
@@ -850,19 +1002,6 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"duplicate key {key!r}")
         result[key] = value
     return result
-
-
-def _too_deep(value: Any, limit: int = _MAX_NESTING) -> bool:
-    stack = [(value, 0)]
-    while stack:
-        current, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(current, dict):
-            stack.extend((v, depth + 1) for v in current.values())
-        elif isinstance(current, list):
-            stack.extend((v, depth + 1) for v in current)
-    return False
 
 
 def parse_documents(
@@ -886,20 +1025,24 @@ def parse_documents(
             value = _decode(doc, index, state)
             if value is _INVALID:
                 continue
-            if _too_deep(value):
+            try:
+                _DocumentParser(state, index).parse_root(value)
+            except RecursionError:
                 state.errors.append(
                     parsing_error(
                         "excessiveNesting",
-                        f"the document nests deeper than {_MAX_NESTING} levels",
-                        "Flatten the model; DTDL never needs this depth.",
+                        "the document nests elements too deeply to be a DTDL model",
+                        "Flatten the model; DTDL limits nesting far below this depth.",
                         document=index,
                     )
                 )
-                continue
-            _DocumentParser(state, index).parse_root(value)
         offset += len(pending)
         undefined = sorted(
-            {r.target for r in state.references if r.target not in state.nodes and not standard.is_standard(r.target)}
+            {
+                r.target
+                for r in state.references
+                if r.target not in state.nodes and not standard.is_standard(r.target)
+            }
             - asked
         )
         if not undefined or resolver is None or state.errors:
@@ -912,7 +1055,11 @@ def parse_documents(
     if state.errors:
         raise ModelParsingError(state.errors)
     missing = sorted(
-        {r.target for r in state.references if r.target not in state.nodes and not standard.is_standard(r.target)}
+        {
+            r.target
+            for r in state.references
+            if r.target not in state.nodes and not standard.is_standard(r.target)
+        }
     )
     if missing:
         raise ResolutionError(missing)

@@ -28,10 +28,12 @@ def _standard_classes() -> dict[str, str]:
     for version in DTDL_VERSIONS:
         lang = language(version)
         known.update(lang.instances)
-        for term, iri in lang.terms.items():
+        for iri in lang.terms.values():
             if iri.startswith("dtmi:standard:schema:"):
                 known[iri] = "Object"
-            elif iri.startswith("dtmi:standard:unit:") or iri.startswith("dtmi:standard:unitprefix:"):
+            elif iri.startswith("dtmi:standard:unit:") or iri.startswith(
+                "dtmi:standard:unitprefix:"
+            ):
                 known[iri] = "Unit"
             elif iri.startswith("dtmi:iotcentral:schema:"):
                 known[iri] = "Object"
