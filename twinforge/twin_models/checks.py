@@ -295,7 +295,7 @@ def _check_unique(node: Node, nodes: dict[str, Node], errors: list[ParsingError]
                     _error(
                         errors,
                         node,
-                        "duplicateName" if unique == "name" else "nonUniquePropertyValue",
+                        "nonUniquePropertyValue",
                         f"{unique} {value!r} is used by more than one element of {term!r}",
                         f"Give each element of {term!r} its own {unique}.",
                         property=term,

@@ -198,7 +198,17 @@ class _DocumentParser:
             explicit_id="@id" in obj,
         )
         node.partition = node if cls.partition else (parent.partition if parent else None)
-        if node_id in self.state.nodes:
+        if node_id in self.state.nodes and "@id" not in obj and parent is not None:
+            # Two nested elements got the same generated identifier: they share a name.
+            self.error(
+                "nonUniquePropertyValue",
+                f"name {obj.get('name')!r} is used by more than one element of {prop!r}",
+                f"Give each element of {prop!r} its own name.",
+                primary_id=parent.id,
+                property=prop,
+                value=obj.get("name"),
+            )
+        elif node_id in self.state.nodes:
             self.error(
                 "duplicateDefinition",
                 f"{node_id} is defined more than once",
