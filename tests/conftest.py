@@ -15,5 +15,7 @@ def shared_dir() -> Path:
     """``../shared`` beside the checkout (CI clones with it there), or $TWINFORGE_SHARED."""
     path = Path(os.environ.get("TWINFORGE_SHARED", REPO.parent / "shared"))
     if not (path / "dtdl" / "DTDL").is_dir():
-        pytest.fail(f"shared inputs not found at {path}; set TWINFORGE_SHARED to the shared/ folder")
+        pytest.fail(
+            f"shared inputs not found at {path}; set TWINFORGE_SHARED to the shared/ folder"
+        )
     return path

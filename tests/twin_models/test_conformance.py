@@ -58,7 +58,9 @@ def test_conformance_cases_agree(shared_dir: Path, version: str) -> None:
     assert total > 6000, f"only {total} cases found in {spec_dir}"
     rate = agreed / total
     print(f"DTDL {version}: {agreed}/{total} = {rate:.4%} agreement")
-    assert rate >= REQUIRED_AGREEMENT, f"{rate:.4%} agreement; worst files: {disagreements.most_common(10)}"
+    assert rate >= REQUIRED_AGREEMENT, (
+        f"{rate:.4%} agreement; worst files: {disagreements.most_common(10)}"
+    )
     assert not unresolved_mismatch, unresolved_mismatch[:10]
 
 

@@ -130,16 +130,14 @@ def _is_child_of(target: str, enum_term: str, version: int) -> bool:
 
 def _edges(
     node: Node, rule: Descendants, nodes: dict[str, Node]
-) -> Iterator[tuple[str, Node | None]]:
-    """(property, child) pairs below ``node``; child None for a standard element."""
+) -> Iterator[tuple[str, str, Node | None]]:
+    """(property, target DTMI, child) below ``node``; child None for a standard element."""
     for term, value in node.links:
         if rule.narrow and term not in rule.properties:
             continue
         child = nodes.get(value)
-        if child is not None:
-            yield term, child
-        elif standard.is_standard(value):
-            yield term, None
+        if child is not None or standard.is_standard(value):
+            yield term, value, child
 
 
 def _only_counts(rule: Descendants) -> bool:
@@ -157,41 +155,31 @@ def _check_descendants(
     if rule.datatype_property:
         return  # enum value datatypes are checked by _check_enum_values
     seen: set[str] = set()
-    max_depth = 0
     # (node, depth along counted properties, path of ids on the stack)
     stack: list[tuple[Node, int, frozenset[str]]] = [(root, 0, frozenset({root.id}))]
     while stack:
         node, depth, path = stack.pop()
-        for term, child in _edges(node, rule, nodes):
+        for term, target, child in _edges(node, rule, nodes):
             counted = term in rule.properties
             child_depth = depth + (1 if counted else 0)
+            if rule.max_depth is not None and child_depth > rule.max_depth:
+                _error(
+                    errors,
+                    root,
+                    "excessiveDepth",
+                    f"{root.id} nests {', '.join(rule.properties)} more than {rule.max_depth} levels deep",
+                    "Flatten the structure.",
+                )
+                return
             if child is None:
-                if (
-                    rule.exclude_type == "Array"
-                    and counted
-                    and any(
-                        standard.contains_array(v)
-                        for v in node.values.get(term, [])
-                        if isinstance(v, str)
-                    )
-                ):
+                if rule.exclude_type == "Array" and counted and standard.contains_array(target):
                     _error(
                         errors,
                         root,
                         "excludedType",
-                        f"a {root.cls.term} may not use a schema built from arrays (geospatial schemas are)",
+                        f"a {root.cls.term} may not use {target}, a schema built from arrays",
                         "Use another schema.",
                         property=term,
-                    )
-                    return
-                max_depth = max(max_depth, child_depth)
-                if rule.max_depth is not None and max_depth > rule.max_depth:
-                    _error(
-                        errors,
-                        root,
-                        "excessiveDepth",
-                        f"{root.id} nests {', '.join(rule.properties)} more than {rule.max_depth} levels deep",
-                        "Flatten the structure.",
                     )
                     return
                 continue
@@ -219,16 +207,6 @@ def _check_descendants(
                 return
             if counted:
                 seen.add(child.id)
-            max_depth = max(max_depth, child_depth)
-            if rule.max_depth is not None and max_depth > rule.max_depth:
-                _error(
-                    errors,
-                    root,
-                    "excessiveDepth",
-                    f"{root.id} nests {', '.join(rule.properties)} more than {rule.max_depth} levels deep",
-                    "Flatten the structure.",
-                )
-                return
             if rule.max_count is not None and len(seen) > rule.max_count:
                 _error(
                     errors,

@@ -100,7 +100,7 @@ def _entries(value: object) -> list[str]:
             raise ContextError(
                 "invalidContextSpecifier", "every @context entry must be a string", entry
             )
-        if not _VERSIONED_DTMI.match(entry):
+        if not _VERSIONED_DTMI.fullmatch(entry):
             raise ContextError(
                 "invalidContextSpecifier",
                 f"@context entry {entry!r} is not a DTMI with a version (e.g. dtmi:dtdl:context;3)",
@@ -118,7 +118,7 @@ def _extensions(
     limits: Limits | None = None
     previous: str | None = None
     for entry in entries:
-        dtdl = _DTDL_CONTEXT.match(entry)
+        dtdl = _DTDL_CONTEXT.fullmatch(entry)
         if dtdl:
             if dtdl.group(2) == "limits" and previous != "limitless":
                 raise ContextError(
@@ -143,7 +143,7 @@ def _extensions(
             limits = Limits(entry, ext)
         elif ext is not None:
             found.append(ext)
-        elif _DTDL_CONTEXT.match(entry.split("#")[0]) is None and allow_undefined:
+        elif _DTDL_CONTEXT.fullmatch(entry.split("#")[0]) is None and allow_undefined:
             undefined = True
         else:
             raise ContextError(
@@ -172,7 +172,7 @@ def top_level_context(
     # DTDL v2 partner contexts (IoT Central) may precede the DTDL context.
     partners = [e for e in entries[:1] if e in _PARTNER_CONTEXTS]
     entries = entries[len(partners) :] + partners
-    first = _DTDL_CONTEXT.match(entries[0]) if entries else None
+    first = _DTDL_CONTEXT.fullmatch(entries[0]) if entries else None
     if first is None or first.group(2) == "limits":
         raise ContextError(
             "missingDtdlContext",
@@ -180,7 +180,7 @@ def top_level_context(
             value,
         )
     dtdl_positions = [
-        i for i, e in enumerate(entries) if _DTDL_CONTEXT.match(e) and not e.endswith("#limits")
+        i for i, e in enumerate(entries) if _DTDL_CONTEXT.fullmatch(e) and not e.endswith("#limits")
     ]
     if dtdl_positions != list(range(len(dtdl_positions))):
         raise ContextError(
@@ -188,7 +188,7 @@ def top_level_context(
             "the DTDL context must precede every other @context entry",
             value,
         )
-    last_dtdl = _DTDL_CONTEXT.match(entries[dtdl_positions[-1]])
+    last_dtdl = _DTDL_CONTEXT.fullmatch(entries[dtdl_positions[-1]])
     assert last_dtdl is not None
     version = int(last_dtdl.group(1))
     if version not in (2, 3, 4):
@@ -203,9 +203,9 @@ def top_level_context(
         )
     if (
         any(
-            _DTDL_CONTEXT.match(e).group(2) == "limitless"
+            _DTDL_CONTEXT.fullmatch(e).group(2) == "limitless"
             for e in entries
-            if _DTDL_CONTEXT.match(e)
+            if _DTDL_CONTEXT.fullmatch(e)
         )
         and version < 4
     ):
@@ -230,7 +230,7 @@ def nested_context(
 ) -> ActiveContext:
     """The context of a nested element: the parent's plus the extensions it adds."""
     entries = _entries(value)
-    if entries and _DTDL_CONTEXT.match(entries[0]):
+    if entries and _DTDL_CONTEXT.fullmatch(entries[0]):
         # A nested element may be written in another DTDL version.
         return top_level_context(
             value,

@@ -46,7 +46,7 @@ class Dtmi:
             raise ValueError(f"a DTMI must be a string, got {type(text).__name__}")
         if len(text) > MAX_DTMI_LENGTH:
             raise ValueError(f"a DTMI is at most {MAX_DTMI_LENGTH} characters")
-        if not _ANY_DTMI.match(text):
+        if not _ANY_DTMI.fullmatch(text):
             raise ValueError(f"{text!r} is not a DTMI (dtmi:<segment>[:<segment>...][;version])")
         body, _, fragment = text[5:].partition("#")
         path, _, version = body.partition(";")
@@ -84,13 +84,13 @@ def looks_like_dtmi(text: str) -> bool:
 
 def is_valid_dtmi(text: str) -> bool:
     """True for any syntactically valid DTMI, system DTMIs included."""
-    return len(text) <= MAX_DTMI_LENGTH and _ANY_DTMI.match(text) is not None
+    return len(text) <= MAX_DTMI_LENGTH and _ANY_DTMI.fullmatch(text) is not None
 
 
 def is_user_dtmi(text: str, dtdl_version: int = 4) -> bool:
     """True for a DTMI that a model document may use as an ``@id`` in ``dtdl_version``."""
     pattern = USER_DTMI_PATTERNS[dtdl_version]
-    return len(text) <= MAX_USER_DTMI_LENGTH and pattern.match(text) is not None
+    return len(text) <= MAX_USER_DTMI_LENGTH and pattern.fullmatch(text) is not None
 
 
 def is_reserved(text: str) -> bool:

@@ -215,7 +215,22 @@ class Interface(Entity):
 ELEMENT_CLASSES: dict[str, type[Entity]] = {
     cls.__name__: cls
     for cls in (
-        Interface, Telemetry, Property, Command, CommandPayload, CommandRequest, CommandResponse,
-        Relationship, Component, Array, Enum, EnumValue, Map, MapKey, MapValue, Object, Field,
+        Interface,
+        Telemetry,
+        Property,
+        Command,
+        CommandPayload,
+        CommandRequest,
+        CommandResponse,
+        Relationship,
+        Component,
+        Array,
+        Enum,
+        EnumValue,
+        Map,
+        MapKey,
+        MapValue,
+        Object,
+        Field,
     )
 }

@@ -28,8 +28,13 @@ Resolver = Callable[[list[str]], Iterable[str | dict[str, Any] | list[Any]] | No
 _ALLOWED_KEYWORDS = frozenset({"@context", "@id", "@type"})
 
 
-def _ignorable_keyword(key: str) -> bool:
-    return key.startswith("@") and key not in _ALLOWED_KEYWORDS and key != "@graph"
+def _ignorable_keyword(key: object) -> bool:
+    return (
+        isinstance(key, str)
+        and key.startswith("@")
+        and key not in _ALLOWED_KEYWORDS
+        and key != "@graph"
+    )
 
 
 # BCP 47: a 2-3 letter language, then script, region or variant subtags.
@@ -147,6 +152,14 @@ class _DocumentParser:
         where = (
             obj.get("@id") if isinstance(obj.get("@id"), str) else (parent.id if parent else None)
         )
+        if not all(isinstance(key, str) for key in obj):
+            self.error(
+                "invalidJson",
+                "object keys must be strings",
+                "Write every property name as a JSON string.",
+                primary_id=where,
+            )
+            return None
         if parent is not None and "@context" in obj:
             try:
                 ctx = nested_context(
@@ -417,7 +430,9 @@ class _DocumentParser:
                 if constraint.dtmi_segment:
                     value = obj.get(constraint.dtmi_segment)
                     segment = (
-                        value if isinstance(value, str) and _NAME.match(value) else f"_{id(obj)}"
+                        value
+                        if isinstance(value, str) and _NAME.fullmatch(value)
+                        else f"_{id(obj)}"
                     )
             return child_dtmi(parent.id, prop or "", segment)
         g = ctx.lang.globals
@@ -435,7 +450,7 @@ class _DocumentParser:
         problem = None
         if not isinstance(raw, str):
             problem = "@id must be a string"
-        elif not g.identifier_pattern.match(raw):
+        elif not g.identifier_pattern.fullmatch(raw):
             problem = f"@id {raw!r} is not a valid DTMI for DTDL v{ctx.version}"
         elif raw.startswith(g.reserved_prefixes):
             problem = f"@id {raw!r} uses a reserved prefix ({', '.join(g.reserved_prefixes)})"
@@ -561,7 +576,7 @@ class _DocumentParser:
     ) -> list[Any] | None:
         if isinstance(raw, str) and node.ctx.limits.overrides is None:  # the common case, fast
             limit = _plan(constraints).max_length
-            if limit is None or len(raw) <= limit:
+            if (limit is None or len(raw) <= limit) and not _SURROGATE.search(raw):
                 return [{"en": raw}]
         texts: dict[str, str] = {}
 
@@ -575,11 +590,11 @@ class _DocumentParser:
                 value=raw,
             )
 
-        def add(language: str, text: Any) -> bool:
-            if not isinstance(text, str):
+        def add(language: Any, text: Any) -> bool:
+            if not isinstance(text, str) or _SURROGATE.search(text):
                 fail(f"the value for language {language!r} is not a string")
                 return False
-            if not _LANGUAGE_TAG.match(language):
+            if not isinstance(language, str) or not _LANGUAGE_TAG.fullmatch(language):
                 fail(f"{language!r} is not a language tag")
                 return False
             if language in texts:
@@ -593,7 +608,7 @@ class _DocumentParser:
         elif (
             isinstance(raw, dict)
             and "@value" not in raw
-            and not any(k.startswith("@") for k in raw)
+            and not any(str(k).startswith("@") for k in raw)
         ):
             for language, text in raw.items():
                 if not add(language, text):
@@ -790,7 +805,7 @@ class _DocumentParser:
             )
             return None
         for c in constraints:
-            if c.pattern is not None and not c.pattern.match(iri):
+            if c.pattern is not None and not c.pattern.fullmatch(iri):
                 self.error(
                     "invalidReference",
                     f"property {term!r} value {text!r} "
@@ -830,6 +845,8 @@ class _Invalid:
 
 
 _SCALARS = frozenset({str, int, float, bool})
+# Lone UTF-16 surrogates are not Unicode text (json.loads lets "\ud800" through).
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 _INVALID = _Invalid()
@@ -845,13 +862,13 @@ def _is_int(value: Any) -> bool:
 
 
 _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
-    "string": lambda v: isinstance(v, str),
+    "string": lambda v: isinstance(v, str) and not _SURROGATE.search(v),
     "boolean": lambda v: isinstance(v, bool),
     "integer": _is_int,
     "int": _is_int,
     "long": _is_int,
     "double": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "duration": lambda v: isinstance(v, str) and standard.DURATION.match(v) is not None,
+    "duration": lambda v: isinstance(v, str) and standard.DURATION.fullmatch(v) is not None,
 }
 _DATATYPE_WORDS = {
     "string": "a string",
@@ -865,7 +882,7 @@ def _check_literal(
     value: Any, constraints: tuple[Constraint, ...], max_length: int | None
 ) -> str | None:
     for c in constraints:
-        if c.pattern is not None and isinstance(value, str) and not c.pattern.match(value):
+        if c.pattern is not None and isinstance(value, str) and not c.pattern.fullmatch(value):
             return f"{value!r} " + (c.pattern_desc or f"does not match {c.pattern.pattern}")
         if c.min_inclusive is not None and _is_int(value) and value < c.min_inclusive:
             return f"{value} is below the minimum {c.min_inclusive}"
@@ -982,7 +999,9 @@ def _decode(doc: str | bytes | dict[str, Any] | list[Any], index: int, state: _S
     if not isinstance(doc, (str, bytes, bytearray)):
         return doc
     try:
-        return json.loads(doc, object_pairs_hook=_no_duplicate_keys)
+        return json.loads(
+            doc, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant
+        )
     except RecursionError:
         state.errors.append(
             parsing_error(
@@ -1003,6 +1022,10 @@ def _decode(doc: str | bytes | dict[str, Any] | list[Any], index: int, state: _S
             )
         )
         return _INVALID
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
