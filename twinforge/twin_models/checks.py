@@ -34,8 +34,9 @@ def check_model(
             _check_descendants(node, rule, nodes, errors)
     if errors:
         return
+    scope_memo: dict[str, dict[str, str]] = {}
     for node in nodes.values():
-        _check_unique(node, nodes, errors)
+        _check_unique(node, nodes, errors, scope_memo)
         if node.cls.term == "Enum":
             _check_enum_values(node, nodes, errors)
 
@@ -219,22 +220,38 @@ def _check_descendants(
             stack.append((child, child_depth, path | {child.id}))
 
 
-def _contents_with_inherited(node: Node, nodes: dict[str, Node]) -> dict[str, Node]:
-    """Every content of an Interface, inherited ones included, by element id."""
-    found: dict[str, Node] = {}
-    visited: set[str] = set()
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if current.id in visited:
+def _names_in_scope(
+    node: Node, nodes: dict[str, Node], memo: dict[str, dict[str, str]]
+) -> dict[str, str]:
+    """Content name -> content id over an Interface and everything it extends (memoized:
+    extends chains share their ancestors' tables). Raises ``_NameClash`` on a clash."""
+    found = memo.get(node.id)
+    if found is not None:
+        return found
+    found = {}
+    for parent_id in node.values.get("extends", ()):
+        parent = nodes.get(parent_id)
+        if parent is None:
             continue
-        visited.add(current.id)
-        for content_id in current.values.get("contents", []):
-            child = nodes.get(content_id)
-            if child is not None:
-                found[child.id] = child
-        stack.extend(nodes[i] for i in current.values.get("extends", []) if i in nodes)
+        inherited = _names_in_scope(parent, nodes, memo)
+        for name in found.keys() & inherited.keys():
+            if found[name] != inherited[name]:
+                raise _NameClash(name)
+        found.update(inherited)
+    for content_id in node.values.get("contents", ()):
+        child = nodes.get(content_id)
+        name = child.first("name") if child is not None else None
+        if isinstance(name, str):
+            if found.get(name, content_id) != content_id:
+                raise _NameClash(name)
+            found[name] = content_id
+    memo[node.id] = found
     return found
+
+
+class _NameClash(Exception):
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
 @cache
@@ -252,14 +269,31 @@ def _descendant_rules(cls: ClassInfo, version: int) -> tuple[Descendants, ...]:
     return tuple(rule for current in language(version).chain(cls) for rule in current.descendants)
 
 
-def _check_unique(node: Node, nodes: dict[str, Node], errors: list[ParsingError]) -> None:
+def _check_unique(
+    node: Node,
+    nodes: dict[str, Node],
+    errors: list[ParsingError],
+    scope_memo: dict[str, dict[str, str]],
+) -> None:
     for term, constraint in _unique_rules(node.cls, node.version):
         if term not in node.values:
             continue
         if term == "contents" and "extends" in node.values:
-            members = list(_contents_with_inherited(node, nodes).values())
-        else:
-            members = [nodes[i] for i in node.values[term] if isinstance(i, str) and i in nodes]
+            try:
+                _names_in_scope(node, nodes, scope_memo)
+            except _NameClash as clash:
+                _error(
+                    errors,
+                    node,
+                    "nonUniquePropertyValue",
+                    f"name {clash.name!r} is used by more than one element of 'contents', inherited ones included",
+                    "Give each content, inherited ones included, its own name.",
+                    property=term,
+                    value=clash.name,
+                )
+                return
+            continue
+        members = [nodes[i] for i in node.values[term] if isinstance(i, str) and i in nodes]
         for unique in constraint.unique_properties:
             seen: dict[object, str] = {}
             for member in members:
