@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class Entity:
     id: str
     dtdl_version: int
@@ -38,7 +38,7 @@ class Entity:
         return f"{self.kind}({self.id!r})"
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class NamedEntity(Entity):
     name: str = ""
 
@@ -46,51 +46,51 @@ class NamedEntity(Entity):
 # -- schemas -------------------------------------------------------------------------
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class Schema(Entity):
     pass
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class PrimitiveSchema(Schema):
     """A standard schema named by a term: ``double``, ``dateTime``, ``point``..."""
 
     name: str = ""
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class Array(Schema):
     element_schema: Schema | None = None
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class EnumValue(NamedEntity):
     enum_value: int | str = ""
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class Enum(Schema):
     value_schema: PrimitiveSchema | None = None
     enum_values: list[EnumValue] = field(default_factory=list)
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class MapKey(NamedEntity):
     schema: Schema | None = None
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class MapValue(NamedEntity):
     schema: Schema | None = None
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class Map(Schema):
     map_key: MapKey | None = None
     map_value: MapValue | None = None
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class Field(NamedEntity):
     schema: Schema | None = None
 
@@ -100,7 +100,7 @@ class Field(NamedEntity):
         return "Required" in self.supplemental_types
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class Object(Schema):
     fields: list[Field] = field(default_factory=list)
 
@@ -108,7 +108,7 @@ class Object(Schema):
 # -- contents ------------------------------------------------------------------------
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class Content(NamedEntity):
     @property
     def unit(self) -> str | None:
@@ -117,34 +117,34 @@ class Content(NamedEntity):
         return unit.rsplit(":", 1)[-1].split(";")[0] if isinstance(unit, str) else None
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class Telemetry(Content):
     schema: Schema | None = None
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class Property(Content):
     schema: Schema | None = None
     writable: bool = False
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class CommandPayload(NamedEntity):
     schema: Schema | None = None
     nullable: bool = False
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class CommandRequest(CommandPayload):
     pass
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class CommandResponse(CommandPayload):
     pass
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class Command(Content):
     request: CommandPayload | None = None
     response: CommandPayload | None = None
@@ -152,7 +152,7 @@ class Command(Content):
     command_type: str | None = None
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class Relationship(Content):
     #: The target Interface's DTMI; None means any Interface.
     target: str | None = None
@@ -162,12 +162,12 @@ class Relationship(Content):
     writable: bool = False
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class Component(Content):
     schema: Interface | None = None
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class Interface(Entity):
     extends: list[Interface] = field(default_factory=list)
     #: The Interface's own contents, in document order.
