@@ -329,13 +329,22 @@ _STRING_FORMATS: dict[str, Callable[[str], bool]] = {
 }
 
 
-def _scaled_decimal(value: Any, path: str, out: list[ValueProblem]) -> None:
+def _closed_object(
+    value: Any, keys: tuple[str, ...], what: str, path: str, out: list[ValueProblem]
+) -> bool:
+    """True when ``value`` is an object; reports every key outside ``keys``."""
     if not isinstance(value, Mapping):
-        out.append(ValueProblem(path, "type", f"expected an object, got {_describe(value)}"))
-        return
+        out.append(ValueProblem(path, "type", f"expected {what}, got {_describe(value)}"))
+        return False
     for key in value:
-        if key not in ("scale", "value"):
+        if key not in keys:
             out.append(ValueProblem(_join(path, key), "unknownField", f"no field {key!r}"))
+    return True
+
+
+def _scaled_decimal(value: Any, path: str, out: list[ValueProblem]) -> None:
+    if not _closed_object(value, ("scale", "value"), "an object", path, out):
+        return
     for key, schema in (("scale", "integer"), ("value", "decimal")):
         if value.get(key) is None:
             out.append(ValueProblem(_join(path, key), "required", "the field is required"))
@@ -356,12 +365,8 @@ _GEOJSON_TYPES = {
 
 
 def _geospatial(value: Any, name: str, path: str, out: list[ValueProblem]) -> None:
-    if not isinstance(value, Mapping):
-        out.append(ValueProblem(path, "type", f"expected a GeoJSON object, got {_describe(value)}"))
+    if not _closed_object(value, ("type", "coordinates"), "a GeoJSON object", path, out):
         return
-    for key in value:
-        if key not in ("type", "coordinates"):
-            out.append(ValueProblem(_join(path, key), "unknownField", f"no field {key!r}"))
     expected = _GEOJSON_TYPES[name]
     if value.get("type") != expected:
         out.append(ValueProblem(_join(path, "type"), "type", f"expected type {expected!r}"))
