@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 _SEGMENT = r"[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?"
 _SYSTEM_SEGMENT = r"(?:_[A-Za-z0-9_]*|[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?)"
@@ -82,6 +83,7 @@ def looks_like_dtmi(text: str) -> bool:
     return text.startswith("dtmi:")
 
 
+@lru_cache(maxsize=8192)  # models name the same few DTMIs over and over
 def is_valid_dtmi(text: str) -> bool:
     """True for any syntactically valid DTMI, system DTMIs included."""
     return len(text) <= MAX_DTMI_LENGTH and _ANY_DTMI.fullmatch(text) is not None

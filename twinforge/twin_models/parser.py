@@ -748,7 +748,7 @@ class _DocumentParser:
     ) -> list[Any] | None:
         items = raw if isinstance(raw, list) else [raw]
         values: list[Any] = []
-        iri_only = _plan(constraints).iri_only
+        plan = _plan(constraints)
         for item in items:
             if isinstance(item, str):
                 target = self.reference(node, term, item, constraints)
@@ -756,7 +756,7 @@ class _DocumentParser:
                     return None
                 values.append(target)
             elif isinstance(item, dict):
-                if iri_only and "@id" not in item:
+                if plan.iri_only and "@id" not in item:
                     self.error(
                         "missingIdProperty",
                         f"an element given inline in {term!r} needs an @id",
@@ -765,7 +765,7 @@ class _DocumentParser:
                         property=term,
                     )
                     return None
-                if any(c.in_values for c in constraints):
+                if plan.enumerated:
                     self.error(
                         "invalidPropertyValue",
                         f"property {term!r} must name one of the allowed values, not define an element",
@@ -950,6 +950,7 @@ class _Plan:
     datatype: str | None
     literal: bool
     iri_only: bool
+    enumerated: bool  # values must come from a fixed list (sh:in)
     references: bool
     forbidden: bool
     required: bool
@@ -967,6 +968,7 @@ def _plan(constraints: tuple[Constraint, ...]) -> _Plan:
         datatype=datatype,
         literal=datatype is not None or any(c.node_kind == "Literal" for c in constraints),
         iri_only=any(c.node_kind == "IRI" for c in constraints),
+        enumerated=any(c.in_values for c in constraints),
         references=any(c.classes for c in constraints),
         forbidden=any(c.max_count == 0 for c in constraints),
         required=any((c.min_count or 0) > 0 for c in constraints),
