@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from functools import cache
 
 from . import standard
+from .dtmi import local_name, major_version
 from .errors import ParsingError, parsing_error
 from .metamodel import ClassInfo, Constraint, Descendants, language
 from .nodes import Node, Reference
@@ -56,11 +57,8 @@ def _target_class(target: str, nodes: dict[str, Node]) -> ClassInfo | None:
     term = standard.standard_class(target)
     if term is None:
         return None
-    version = (
-        int(target.rsplit(";", 1)[1]) if ";" in target and target.rsplit(";", 1)[1].isdigit() else 4
-    )
-    lang = language(version if version in (2, 3, 4) else 4)
-    return lang.by_term.get(term)
+    version = major_version(target)
+    return language(version if version in (2, 3, 4) else 4).by_term.get(term)
 
 
 def _check_references(
@@ -71,7 +69,7 @@ def _check_references(
         target_cls = _target_class(ref.target, nodes)
         if target_cls is None:
             continue
-        lang = language(target_cls.version) if target_cls.version in (2, 3, 4) else source.ctx.lang
+        lang = language(target_cls.version)
         for constraint in ref.constraints:
             if not lang.conforms(target_cls, constraint):
                 _error(
@@ -119,7 +117,7 @@ def _is_child_of(target: str, enum_term: str, version: int) -> bool:
 
     DTDL v2 units (dtmi:standard:unit:X;2) are matched by name against the same tables.
     """
-    name = target.rsplit(":", 1)[-1].split(";")[0]
+    name = local_name(target)
     v2_unit = target.startswith("dtmi:standard:unit:")
     for v in (3, 4):
         for ext in language(v).extensions.values():

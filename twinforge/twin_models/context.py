@@ -201,24 +201,15 @@ def top_level_context(
             f"DTDL version {version} is above the allowed maximum {max_version}",
             value,
         )
-    if (
-        any(
-            _DTDL_CONTEXT.fullmatch(e).group(2) == "limitless"
-            for e in entries
-            if _DTDL_CONTEXT.fullmatch(e)
-        )
-        and version < 4
-    ):
-        raise ContextError("invalidContextSpecifier", "'#limitless' requires DTDL v4", value)
     limitless = any(e.endswith("#limitless") for e in entries)
-    lang = language(version)
-    allow = allow_undefined
-    exts, undefined, limits = _extensions(entries, version, allow, acceptable_limits)
+    if limitless and version < 4:
+        raise ContextError("invalidContextSpecifier", "'#limitless' requires DTDL v4", value)
+    exts, undefined, limits = _extensions(entries, version, allow_undefined, acceptable_limits)
     if limitless and limits is None:
         raise ContextError(
             "invalidContextSpecifier", "'#limitless' must be followed by a limits context", value
         )
-    return ActiveContext(lang, tuple(exts), undefined, limits or CORE_LIMITS)
+    return ActiveContext(language(version), tuple(exts), undefined, limits or CORE_LIMITS)
 
 
 def nested_context(

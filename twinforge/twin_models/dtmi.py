@@ -26,7 +26,6 @@ _ANY_DTMI = re.compile(
     rf"^dtmi:{_SYSTEM_SEGMENT}(?::{_SYSTEM_SEGMENT})*"
     r"(?:;[1-9][0-9]{0,8}(?:\.[1-9][0-9]{0,5})?)?(?:#[A-Za-z0-9_]*)?$"
 )
-RESERVED_PREFIXES = ("dtmi:dtdl:", "dtmi:standard:")
 MAX_DTMI_LENGTH = 4096
 MAX_USER_DTMI_LENGTH = 2048
 
@@ -63,10 +62,6 @@ class Dtmi:
     def versionless(self) -> str:
         return "dtmi:" + ":".join(self.labels)
 
-    @property
-    def is_system(self) -> bool:
-        return any(label.startswith("_") for label in self.labels)
-
     def __str__(self) -> str:
         text = self.versionless
         if self.major_version is not None:
@@ -76,11 +71,6 @@ class Dtmi:
         if self.fragment:
             text += f"#{self.fragment}"
         return text
-
-
-def looks_like_dtmi(text: str) -> bool:
-    """True when ``text`` claims to be a DTMI (valid or not)."""
-    return text.startswith("dtmi:")
 
 
 @lru_cache(maxsize=8192)  # models name the same few DTMIs over and over
@@ -95,8 +85,15 @@ def is_user_dtmi(text: str, dtdl_version: int = 4) -> bool:
     return len(text) <= MAX_USER_DTMI_LENGTH and pattern.fullmatch(text) is not None
 
 
-def is_reserved(text: str) -> bool:
-    return text.startswith(RESERVED_PREFIXES)
+def local_name(dtmi: str) -> str:
+    """The last label without version: ``double`` for ``dtmi:dtdl:instance:Schema:double;4``."""
+    return dtmi.rsplit(":", 1)[-1].split(";", 1)[0]
+
+
+def major_version(dtmi: str) -> int | None:
+    """The major version of ``dtmi`` (``4`` for ``...;4`` and ``...;4.1``), None when absent."""
+    major = dtmi.partition(";")[2].split(".", 1)[0]
+    return int(major) if major.isdigit() else None
 
 
 def child_dtmi(parent: str, property_name: str, segment: str | None = None) -> str:

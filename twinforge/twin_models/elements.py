@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .dtmi import local_name
+
 
 @dataclass(eq=False, repr=False, slots=True)
 class Entity:
@@ -114,7 +116,7 @@ class Content(NamedEntity):
     def unit(self) -> str | None:
         """The unit of a semantically typed Telemetry or Property (``degreeCelsius``)."""
         unit = self.supplemental_properties.get("unit")
-        return unit.rsplit(":", 1)[-1].split(";")[0] if isinstance(unit, str) else None
+        return local_name(unit) if isinstance(unit, str) else None
 
 
 @dataclass(eq=False, repr=False, slots=True)

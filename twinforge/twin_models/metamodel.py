@@ -16,6 +16,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from .dtmi import local_name
+
 DTDL_VERSIONS = (2, 3, 4)
 _DATA = resources.files(__package__) / "metamodel"
 
@@ -39,14 +41,10 @@ class Constraint:
     min_inclusive: int | None = None
     max_inclusive: int | None = None
     in_values: frozenset[str] | None = None  # versionless instance ids
-    unique_lang: bool = False
     unique_properties: tuple[str, ...] = ()
     dtmi_segment: str | None = None
     type_inferable: bool = False
-    fixed_value: Any = None
-    deprecated: bool = False
     child_of: str | None = None  # enum term whose values this property must take
-    unique_value: bool = False
 
 
 @dataclass(slots=True)
@@ -59,7 +57,6 @@ class Descendants:
     exclude_type: str | None = None
     narrow: bool = False
     allow_self: bool = False
-    import_properties: tuple[str, ...] = ()
     datatype_property: str | None = None
 
 
@@ -71,7 +68,6 @@ class ClassInfo:
     abstract: bool = False
     material: bool = False
     partition: bool = False
-    extensible: bool = False
     supers: list[str] = field(default_factory=list)  # superclass IRIs
     own: dict[str, Constraint] = field(default_factory=dict)
     hosts: tuple[str, ...] = ()  # for adjunct/semantic types: the classes they may cotype
@@ -79,8 +75,6 @@ class ClassInfo:
     excludes_cotypes: tuple[str, ...] = ()
     identifier_max_length: int | None = None
     descendants: list[Descendants] = field(default_factory=list)
-    instance: dict[str, Any] = field(default_factory=dict)
-    siblings: list[dict[str, Any]] = field(default_factory=list)
     extension: str | None = None  # context DTMI of the extension that defines it
 
 
@@ -105,13 +99,11 @@ class Globals:
     identifier_pattern: re.Pattern[str]
     identifier_max_length: int
     reserved_prefixes: tuple[str, ...]
-    allow_undefined_extensions_by_default: bool
     restrict_keywords: bool
     always_allow_cotype: frozenset[str]
     always_allow_property: frozenset[str]
     never_allow_cotype: frozenset[str]
     never_allow_property: frozenset[str]
-    partition_max_bytes: int | None
 
 
 @dataclass(slots=True)
@@ -159,10 +151,6 @@ def _versionless(iri: str) -> str:
     return iri.split(";", 1)[0]
 
 
-def _term_of(iri: str) -> str:
-    return _versionless(iri).rsplit(":", 1)[-1]
-
-
 def _shape_class_iris(node: dict[str, Any], resolve) -> tuple[str, ...]:
     """Class IRIs from ``sh:class`` or ``sh:or`` [{sh:class}] in a SHACL node."""
     found = [resolve(c) for c in _as_list(node.get("sh:class"))]
@@ -173,7 +161,7 @@ def _shape_class_iris(node: dict[str, Any], resolve) -> tuple[str, ...]:
 
 def _shape_classes(node: dict[str, Any], resolve) -> tuple[str, ...]:
     """Class terms from ``sh:class`` or ``sh:or`` [{sh:class}] in a SHACL node."""
-    return tuple(dict.fromkeys(_term_of(c) for c in _shape_class_iris(node, resolve)))
+    return tuple(dict.fromkeys(local_name(c) for c in _shape_class_iris(node, resolve)))
 
 
 def _constraint(prop: dict[str, Any], resolve, term_of_iri, exact_version: bool) -> Constraint:
@@ -202,7 +190,6 @@ def _constraint(prop: dict[str, Any], resolve, term_of_iri, exact_version: bool)
         min_inclusive=prop.get("sh:minInclusive"),
         max_inclusive=prop.get("sh:maxInclusive"),
         in_values=frozenset(_versionless(resolve(v)) for v in in_values) if in_values else None,
-        unique_lang=bool(prop.get("sh:uniqueLang")),
         unique_properties=tuple(
             term_of_iri(resolve(p)) for p in _as_list(prop.get("dtmm:uniqueProperties"))
         ),
@@ -210,10 +197,7 @@ def _constraint(prop: dict[str, Any], resolve, term_of_iri, exact_version: bool)
         if "dtmm:dtmiSegment" in prop
         else None,
         type_inferable=bool(prop.get("dtmm:typeInferable")),
-        fixed_value=prop.get("dtmm:value"),
-        deprecated=bool(prop.get("dtmm:deprecated")),
-        child_of=_term_of(resolve(prop["dtmm:childOf"])) if "dtmm:childOf" in prop else None,
-        unique_value=bool(prop.get("dtmm:uniqueValue")),
+        child_of=local_name(resolve(prop["dtmm:childOf"])) if "dtmm:childOf" in prop else None,
     )
 
 
@@ -225,9 +209,6 @@ def _descendants(node: dict[str, Any], resolve, term_of_iri) -> Descendants:
         exclude_type=node.get("dtmm:excludeType"),
         narrow=bool(node.get("dtmm:narrow")),
         allow_self=bool(node.get("dtmm:allowSelf")),
-        import_properties=tuple(
-            term_of_iri(resolve(p)) for p in _as_list(node.get("dtmm:importProperties"))
-        ),
         datatype_property=term_of_iri(resolve(node["dtmm:datatypeProperty"]))
         if "dtmm:datatypeProperty" in node
         else None,
@@ -284,7 +265,7 @@ class _Builder:
     def term_of_iri(self, iri: str) -> str:
         if iri in self.iri_to_term:
             return self.iri_to_term[iri]
-        return _term_of(iri)
+        return local_name(iri)
 
     def read_graph(self, graph: list[dict[str, Any]], resolve, extension: str | None) -> list[str]:
         added: list[str] = []
@@ -300,17 +281,14 @@ class _Builder:
                 abstract="dtmm:Abstract" in types,
                 material="dtmm:Material" in types,
                 partition="dtmm:Partition" in types,
-                extensible="dtmm:Extensible" in types,
                 supers=[resolve(s) for s in _as_list(node.get("rdfs:subClassOf"))],
                 hosts=_shape_classes({"sh:or": node.get("sh:or")}, resolve),
                 requires_cotypes=_shape_classes({"sh:or": node.get("sh:and")}, resolve),
                 excludes_cotypes=tuple(
-                    _term_of(resolve(c["sh:class"]))
+                    local_name(resolve(c["sh:class"]))
                     for c in _as_list(node.get("sh:not"))
                     if "sh:class" in c
                 ),
-                instance=node.get("dtmm:instance") or {},
-                siblings=_as_list(node.get("dtmm:siblings")),
                 extension=extension,
             )
             for prop in _as_list(node.get("sh:property")):
@@ -339,7 +317,6 @@ class _Builder:
             identifier_pattern=re.compile(ident["sh:pattern"]),
             identifier_max_length=ident["sh:maxLength"],
             reserved_prefixes=tuple(ident["dtmm:reservedPrefix"]),
-            allow_undefined_extensions_by_default=glob["dtmm:allowUndefinedExtensionsByDefault"],
             restrict_keywords=glob["dtmm:restrictKeywords"],
             always_allow_cotype=frozenset(
                 x.removeprefix("dtmm:") for x in _as_list(always.get("dtmm:asCotype"))
@@ -353,7 +330,6 @@ class _Builder:
             never_allow_property=frozenset(
                 x.removeprefix("dtmm:") for x in _as_list(never.get("dtmm:asProperty"))
             ),
-            partition_max_bytes=(glob.get("dtmm:partition") or {}).get("dtmm:maxBytes"),
         )
         instances = {}
         for element in _load(f"v{version}/DTDL.v{version}.ModelElements.json"):
@@ -453,14 +429,14 @@ class _Builder:
                 if "dtmm:Global" in _as_list(node.get("@type")):
                     ext.global_overrides = node
                 elif node.get("@id", "").startswith("dtmi:dtdl:class:"):
-                    ext.class_overrides[_term_of(node["@id"])] = node
+                    ext.class_overrides[local_name(node["@id"])] = node
             return ext
         ext.classes = self.read_graph(shacl["@graph"], resolve, context_id)
         elements = _DATA / folder / f"{stem}.Elements.json"
         if elements.is_file():
             for enum in json.loads(elements.read_text(encoding="utf-8-sig")):
                 values = {v["@id"]: v["name"] for v in _as_list(enum.get("enumValues"))}
-                ext.enum_values[_term_of(enum["@id"])] = values
+                ext.enum_values[local_name(enum["@id"])] = values
         return ext
 
 

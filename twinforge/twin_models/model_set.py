@@ -8,6 +8,7 @@ from functools import cache
 
 from . import elements as el
 from . import standard
+from .dtmi import local_name, major_version
 from .metamodel import ClassInfo, language
 from .nodes import Node
 
@@ -55,10 +56,6 @@ class ModelSet(Mapping[str, el.Entity]):
         except KeyError:
             raise KeyError(f"no Interface {dtmi} in the model set") from None
 
-    def merged(self, other: ModelSet) -> ModelSet:
-        """A set holding the elements of both (``other`` wins on the same DTMI)."""
-        return ModelSet({**self._elements, **other._elements}, self.roots + other.roots)
-
 
 def build_model_set(nodes: dict[str, Node], roots: list[Node]) -> ModelSet:
     """Turn checked parser nodes into linked, typed elements."""
@@ -83,14 +80,10 @@ def build_model_set(nodes: dict[str, Node], roots: list[Node]) -> ModelSet:
 
 
 def _standard_element(target: str) -> el.Entity:
-    name = standard.primitive_name(target)
-    version = target.rsplit(";", 1)[-1]
-    dtdl_version = int(version) if version.isdigit() else 0
-    if name is not None:
-        return el.PrimitiveSchema(id=target, dtdl_version=dtdl_version, name=name)
-    return el.EnumValue(
-        id=target, dtdl_version=dtdl_version, name=target.rsplit(":", 1)[-1].split(";")[0]
-    )
+    dtdl_version = major_version(target) or 0
+    if standard.primitive_name(target) is not None:
+        return el.PrimitiveSchema(id=target, dtdl_version=dtdl_version, name=local_name(target))
+    return el.EnumValue(id=target, dtdl_version=dtdl_version, name=local_name(target))
 
 
 @cache
@@ -141,7 +134,7 @@ def _fill(entity: el.Entity, node: Node, lookup: Callable[[str], el.Entity]) -> 
             continue
         resolved = [lookup(v) for v in values] if how == "refs" else values
         if attribute == "command_type" and resolved:
-            resolved = [str(resolved[0]).rsplit(":", 1)[-1].split(";")[0]]
+            resolved = [local_name(str(resolved[0]))]
         setattr(
             entity,
             attribute,

@@ -35,15 +35,10 @@ class Node:
     # (property term, DTMI) for every property value that names or holds an element
     links: list[tuple[str, str]] = field(default_factory=list)
     partition: Node | None = None
-    explicit_id: bool = True
 
     @property
     def version(self) -> int:
         return self.ctx.version
-
-    @property
-    def type_name(self) -> str:
-        return self.cls.term
 
     def is_a(self, term: str) -> bool:
         return self.ctx.lang.subclass_of(self.cls, term) or any(

@@ -208,7 +208,6 @@ class _DocumentParser:
             parent_property=prop,
             cotypes=cotypes,
             undefined_cotypes=undefined_cotypes,
-            explicit_id="@id" in obj,
         )
         node.partition = node if cls.partition else (parent.partition if parent else None)
         if node_id in self.state.nodes and "@id" not in obj and parent is not None:
@@ -344,20 +343,14 @@ class _DocumentParser:
         ancestry = lang.ancestry(cls) if cotypes else frozenset()
         good_cotypes: list[ClassInfo] = []
         for cotype in cotypes:
-            hosts = (
-                {h for c in lang.chain(cotype) for h in c.hosts}
-                if cotype.extension is None
-                else set(cotype.hosts)
-            )
-            if cotype.extension is not None and not hosts:
-                hosts = {h for c in _extension_chain(cotype, ctx.version) for h in c.hosts}
-            if hosts and not hosts & ancestry:
+            # An extension class's own host list is its rule; otherwise the hosts its
+            # superclasses (SemanticType, AdjunctType...) declare.
+            own = set(cotype.hosts) if cotype.extension is not None else set()
+            hosts = own or {h for c in lang.chain(cotype) for h in c.hosts}
+            if (hosts and not hosts & ancestry) or (not hosts and cotype.extension is None):
                 apocryphal.append(("irrelevantDtmiOrTerm", cotype.term))
-                continue
-            if not hosts and cotype.extension is None:
-                apocryphal.append(("irrelevantDtmiOrTerm", cotype.term))
-                continue
-            good_cotypes.append(cotype)
+            else:
+                good_cotypes.append(cotype)
         undefined: list[str] = []
         for kind, text in apocryphal:
             if self.apocrypha_allowed(kind, ctx, as_cotype=True):
@@ -371,8 +364,8 @@ class _DocumentParser:
                     value=text,
                 )
                 return None, [], []
+        names = {c.term for c in good_cotypes}
         for cotype in good_cotypes:
-            names = {c.term for c in good_cotypes}
             missing = [r for r in cotype.requires_cotypes if r not in names]
             excluded = [x for x in cotype.excludes_cotypes if x in names]
             if missing or excluded:
@@ -909,18 +902,11 @@ def _constraint_table(
     """The constraints on each property of an element of ``cls`` with ``cotypes``, by term;
     property IRI -> term (a property may be written as its DTMI); the required terms."""
     lang = language(version)
-    by_term: dict[str, tuple[Constraint, ...]] = {}
-    for current in lang.chain(cls):
-        for term, constraint in current.own.items():
-            if not term.startswith("^"):  # inverse paths constrain the parent, not this element
-                by_term.setdefault(term, []).append(constraint)
-    for cotype in cotypes:
-        chain = (
-            lang.chain(cotype) if cotype.extension is None else _extension_chain(cotype, version)
-        )
-        for current in chain:
+    by_term: dict[str, list[Constraint]] = {}
+    for source in (cls, *cotypes):
+        for current in lang.chain(source):
             for term, constraint in current.own.items():
-                if not term.startswith("^"):
+                if not term.startswith("^"):  # inverse paths constrain the parent, not this element
                     by_term.setdefault(term, []).append(constraint)
     by_iri = {c.iri: term for term, cs in by_term.items() for c in cs}
     table = {term: tuple(cs) for term, cs in by_term.items()}
@@ -982,19 +968,6 @@ def _plan(constraints: tuple[Constraint, ...]) -> _Plan:
         and not any(c.max_count == 0 for c in constraints)
         else None,
     )
-
-
-@cache
-def _extension_chain(cls: ClassInfo, version: int) -> tuple[ClassInfo, ...]:
-    chain = [cls]
-    stack = list(cls.supers)
-    while stack:
-        current = find_class(stack.pop(0), version)
-        if current is None or any(c is current for c in chain):
-            continue
-        chain.append(current)
-        stack.extend(current.supers)
-    return tuple(chain)
 
 
 def _decode(doc: str | bytes | dict[str, Any] | list[Any], index: int, state: _State) -> Any:

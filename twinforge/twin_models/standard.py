@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from functools import cache
 
+from .dtmi import local_name
 from .metamodel import DTDL_VERSIONS, language
 
 DURATION = re.compile(
@@ -56,10 +57,8 @@ def standard_class(iri: str) -> str | None:
 
 def primitive_name(iri: str) -> str | None:
     """``double`` for ``dtmi:dtdl:instance:Schema:double;4``; None for non-primitives."""
-    if iri.startswith("dtmi:dtdl:instance:Schema:"):
-        return iri.rsplit(":", 1)[-1].split(";")[0]
-    if iri.startswith("dtmi:standard:schema:"):
-        return iri.rsplit(":", 1)[-1].split(";")[0]
+    if iri.startswith(("dtmi:dtdl:instance:Schema:", "dtmi:standard:schema:")):
+        return local_name(iri)
     return None
 
 
