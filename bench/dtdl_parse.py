@@ -13,6 +13,7 @@ The last line printed is JSON: {"interfaces_per_s": ..., ...}.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -103,9 +104,11 @@ def _median_seconds(fn, repeat: int) -> float:
     fn()  # warm: metamodel loaded, caches filled
     runs = []
     for _ in range(repeat):
+        gc.collect()  # every run starts from the same heap, as timeit's runs do
         start = time.perf_counter()
-        fn()
+        result = fn()
         runs.append(time.perf_counter() - start)
+        del result  # freeing the previous result is not part of the next parse
     return statistics.median(runs)
 
 

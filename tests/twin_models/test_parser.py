@@ -224,3 +224,21 @@ def test_dtmi_syntax() -> None:
     assert not is_user_dtmi("dtmi:com:_system:x;1")
     assert child_dtmi("dtmi:ex:a;1", "contents", "temp") == "dtmi:ex:a:_contents:__temp;1"
     assert child_dtmi("dtmi:ex:a", "schema") == "dtmi:ex:a:_schema"
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_interfaces_that_contain_each_other_are_rejected(version: int) -> None:
+    # Reference cycles are the only way contents can loop; the checks that skip acyclic
+    # sets must still see this one.
+    def interface(name: str, other: str) -> dict:
+        return {
+            "@context": f"dtmi:dtdl:context;{version}",
+            "@id": f"dtmi:test:{name};1",
+            "@type": "Interface",
+            "contents": [{"@type": "Component", "name": "part", "schema": f"dtmi:test:{other};1"}],
+        }
+
+    with pytest.raises(ModelParsingError) as raised:
+        parse_models([json.dumps(interface("A", "B")), json.dumps(interface("B", "A"))])
+    rules = {e.validation_id.rsplit(":", 1)[-1] for e in raised.value.errors}
+    assert rules & {"recursiveStructure", "excludedType"}

@@ -28,11 +28,12 @@ def check_model(
     _check_references(nodes, references, errors)
     if errors:
         return
+    size = len(nodes) + len(references)
+    looping_terms = {r.term for r in references if r.target in nodes}
     for node in nodes.values():
         for rule in _descendant_rules(node.cls, node.version):
-            if _only_counts(rule) and len(nodes) + len(references) <= (rule.max_count or 0):
-                continue  # a count limit the whole set cannot reach
-            _check_descendants(node, rule, nodes, errors)
+            if not _cannot_fail(rule, size, looping_terms):
+                _check_descendants(node, rule, nodes, errors)
     if errors:
         return
     scope_memo: dict[str, dict[str, str]] = {}
@@ -139,20 +140,23 @@ def _edges(
             yield term, value, child
 
 
-def _only_counts(rule: Descendants) -> bool:
-    return (
-        rule.max_count is not None
-        and rule.max_depth is None
-        and not rule.exclude_type
-        and rule.allow_self
-    )
+def _cannot_fail(rule: Descendants, size: int, looping_terms: set[str]) -> bool:
+    """True for a count limit that a set of ``size`` elements cannot reach, when the rule's
+    properties cannot lead back to where they started either: nested elements form trees,
+    so only a reference (by a property in ``looping_terms``) to a parsed element closes a
+    cycle."""
+    if rule.datatype_property:
+        return True  # enum value datatypes are checked by _check_enum_values
+    if rule.max_depth is not None or rule.exclude_type:
+        return False
+    if rule.max_count is None or size > rule.max_count:
+        return False
+    return rule.allow_self or (rule.narrow and looping_terms.isdisjoint(rule.properties))
 
 
 def _check_descendants(
     root: Node, rule: Descendants, nodes: dict[str, Node], errors: list[ParsingError]
 ) -> None:
-    if rule.datatype_property:
-        return  # enum value datatypes are checked by _check_enum_values
     seen: set[str] = set()
     # (node, depth along counted properties, path of ids on the stack)
     stack: list[tuple[Node, int, frozenset[str]]] = [(root, 0, frozenset({root.id}))]

@@ -67,8 +67,7 @@ def build_model_set(nodes: dict[str, Node], roots: list[Node]) -> ModelSet:
     def lookup(target: str) -> el.Entity:
         found = elements.get(target)
         if found is None:
-            found = _standard_element(target)
-            elements[target] = found
+            found = elements[target] = _standard_element(target)
         return found
 
     for node in nodes.values():
@@ -86,29 +85,35 @@ def _standard_element(target: str) -> el.Entity:
     return el.EnumValue(id=target, dtdl_version=dtdl_version, name=local_name(target))
 
 
+# How a property's values become an attribute (see _fill_plan).
+_SKIP, _LANG, _ONE, _MANY, _REF, _REFS, _COMMAND_TYPE = range(7)
+
+
 @cache
-def _fill_plan(cls: ClassInfo, version: int, entity_type: type) -> dict[str, tuple[str, str]]:
-    """For each core property of ``cls``: (attribute, how) with how one of
-    ``lang`` (language map), ``literal``, ``refs`` (elements) or ``skip``."""
+def _fill_plan(cls: ClassInfo, version: int, entity_type: type) -> dict[str, tuple[str, int]]:
+    """For each core property of ``cls``: the attribute and how to fill it."""
     fields = {f.name for f in dataclasses.fields(entity_type)}
-    plan: dict[str, tuple[str, str]] = {}
+    plan: dict[str, tuple[str, int]] = {}
     for current in language(version).chain(cls):
         for term, constraint in current.own.items():
             attribute = _ATTRIBUTES.get(term, term)
             if term in plan:
                 continue
+            plural = attribute in _PLURAL
             if attribute not in fields:
-                how = "skip"
+                how = _SKIP
             elif constraint.datatype == "rdf:langString":
-                how = "lang"
+                how = _LANG
+            elif attribute == "command_type":
+                how = _COMMAND_TYPE
             elif (
                 constraint.datatype
                 or constraint.node_kind == "Literal"
                 or attribute in _SCALAR_REFERENCES
             ):
-                how = "literal"
+                how = _MANY if plural else _ONE
             else:
-                how = "refs"
+                how = _REFS if plural else _REF
             plan[term] = (attribute, how)
     return plan
 
@@ -123,23 +128,23 @@ def _fill(entity: el.Entity, node: Node, lookup: Callable[[str], el.Entity]) -> 
         entity.undefined_properties = dict(node.undefined_properties)
     plan = _fill_plan(node.cls, node.version, type(entity))
     for term, values in node.values.items():
-        attribute, how = plan.get(term, ("", "supplemental"))
-        if how == "supplemental":
+        found = plan.get(term)
+        if found is None:
             entity.supplemental_properties[term] = values[0] if len(values) == 1 else list(values)
             continue
-        if how == "skip":
-            continue
-        if how == "lang":
+        attribute, how = found
+        if how == _REF:
+            setattr(entity, attribute, lookup(values[0]) if values else None)
+        elif how == _ONE:
+            setattr(entity, attribute, values[0] if values else None)
+        elif how == _LANG:
             setattr(entity, attribute, dict(values[0]) if values else {})
-            continue
-        resolved = [lookup(v) for v in values] if how == "refs" else values
-        if attribute == "command_type" and resolved:
-            resolved = [local_name(str(resolved[0]))]
-        setattr(
-            entity,
-            attribute,
-            list(resolved) if attribute in _PLURAL else (resolved[0] if resolved else None),
-        )
+        elif how == _REFS:
+            setattr(entity, attribute, [lookup(v) for v in values])
+        elif how == _MANY:
+            setattr(entity, attribute, list(values))
+        elif how == _COMMAND_TYPE and values:
+            setattr(entity, attribute, local_name(str(lookup(values[0]))))
 
 
 def _inherited_contents(interface: el.Interface) -> dict[str, el.Content]:

@@ -79,10 +79,12 @@ def _kind(text: str, ctx: ActiveContext) -> tuple[str, str]:
 class _DocumentParser:
     """Parses the elements of one JSON document into :class:`Node` records."""
 
-    def __init__(self, state: _State, document: int) -> None:
+    def __init__(self, state: _State, document: int, *, from_json_text: bool) -> None:
         self.state = state
         self.document = document
         self.options = state.options
+        # Decoded JSON text has only string keys; a value passed in decoded may not.
+        self.check_keys = not from_json_text
 
     # -- errors ---------------------------------------------------------------
     def error(self, rule: str, cause: str, action: str, **where: Any) -> None:
@@ -152,7 +154,7 @@ class _DocumentParser:
         where = (
             obj.get("@id") if isinstance(obj.get("@id"), str) else (parent.id if parent else None)
         )
-        if not all(isinstance(key, str) for key in obj):
+        if self.check_keys and not all(isinstance(key, str) for key in obj):
             self.error(
                 "invalidJson",
                 "object keys must be strings",
@@ -409,7 +411,8 @@ class _DocumentParser:
     ) -> str | None:
         raw = obj.get("@id")
         if "@id" not in obj:
-            if parent is None or any(c.node_kind == "IRI" for c in constraints or []):
+            plan = _plan(constraints) if constraints else None
+            if parent is None or plan is None or plan.iri_only:
                 self.error(
                     "missingIdProperty",
                     f"this {cls.term} needs an @id",
@@ -419,14 +422,11 @@ class _DocumentParser:
                 )
                 return None
             segment = None
-            for constraint in constraints or []:
-                if constraint.dtmi_segment:
-                    value = obj.get(constraint.dtmi_segment)
-                    segment = (
-                        value
-                        if isinstance(value, str) and _NAME.fullmatch(value)
-                        else f"_{id(obj)}"
-                    )
+            if plan.dtmi_segment is not None:
+                value = obj.get(plan.dtmi_segment)
+                segment = (
+                    value if isinstance(value, str) and _NAME.fullmatch(value) else f"_{id(obj)}"
+                )
             return child_dtmi(parent.id, prop or "", segment)
         g = ctx.lang.globals
         max_length = g.identifier_max_length
@@ -518,8 +518,12 @@ class _DocumentParser:
         plan = _plan(constraints)
         if plan.scalar_check is not None and type(raw) in _SCALARS and plan.scalar_check(raw):
             # One plain JSON value of the right type: the common case, checked fast.
-            problem = _check_literal(raw, constraints, self.max_length(node, term, constraints))
-            if problem is None:
+            if not plan.value_rules and node.ctx.limits.overrides is None:
+                limit = plan.max_length
+                if limit is None or type(raw) is not str or len(raw) <= limit:
+                    node.values[term] = [raw]
+                    return
+            elif _check_literal(raw, constraints, self.max_length(node, term, constraints)) is None:
                 node.values[term] = [raw]
                 return
         if plan.forbidden:
@@ -567,10 +571,20 @@ class _DocumentParser:
     def language_string(
         self, node: Node, term: str, raw: Any, constraints: tuple[Constraint, ...]
     ) -> list[Any] | None:
-        if isinstance(raw, str) and node.ctx.limits.overrides is None:  # the common case, fast
+        if node.ctx.limits.overrides is None:  # the common cases, checked fast
             limit = _plan(constraints).max_length
-            if (limit is None or len(raw) <= limit) and not _SURROGATE.search(raw):
-                return [{"en": raw}]
+            if type(raw) is str:
+                if (limit is None or len(raw) <= limit) and not _SURROGATE.search(raw):
+                    return [{"en": raw}]
+            elif type(raw) is dict and all(
+                type(text) is str
+                and (limit is None or len(text) <= limit)
+                and not _SURROGATE.search(text)
+                and type(language) is str
+                and _LANGUAGE_TAG.fullmatch(language)
+                for language, text in raw.items()
+            ):
+                return [raw] if raw else []
         texts: dict[str, str] = {}
 
         def fail(cause: str) -> None:
@@ -937,6 +951,8 @@ class _Plan:
     literal: bool
     iri_only: bool
     enumerated: bool  # values must come from a fixed list (sh:in)
+    dtmi_segment: str | None  # the property naming a nested element in its generated @id
+    value_rules: bool  # a pattern or bounds that literal values must meet
     references: bool
     forbidden: bool
     required: bool
@@ -955,6 +971,11 @@ def _plan(constraints: tuple[Constraint, ...]) -> _Plan:
         literal=datatype is not None or any(c.node_kind == "Literal" for c in constraints),
         iri_only=any(c.node_kind == "IRI" for c in constraints),
         enumerated=any(c.in_values for c in constraints),
+        dtmi_segment=next((c.dtmi_segment for c in constraints if c.dtmi_segment), None),
+        value_rules=any(
+            c.pattern is not None or c.min_inclusive is not None or c.max_inclusive is not None
+            for c in constraints
+        ),
         references=any(c.classes for c in constraints),
         forbidden=any(c.max_count == 0 for c in constraints),
         required=any((c.min_count or 0) > 0 for c in constraints),
@@ -1034,7 +1055,9 @@ def parse_documents(
             if value is _INVALID:
                 continue
             try:
-                _DocumentParser(state, index).parse_root(value)
+                _DocumentParser(
+                    state, index, from_json_text=isinstance(doc, (str, bytes, bytearray))
+                ).parse_root(value)
             except RecursionError:
                 state.errors.append(
                     parsing_error(
