@@ -71,7 +71,8 @@ class TopologyView:
     """A live, thread-safe networkx view of the relationships with the given names.
 
     ``relationship_names`` None means every name. Parallel relationships between the same
-    twins are kept apart (a multigraph keyed by relationship id).
+    twins are kept apart (a multigraph keyed by source and relationship id: relationship
+    ids are unique per source twin, as in Azure Digital Twins).
     """
 
     def __init__(
@@ -85,8 +86,8 @@ class TopologyView:
         # Queries run networkx algorithms on the graph, so they hold the lock too.
         self._lock = threading.Lock()
         self._graph = nx.MultiDiGraph()
-        # Relationship id -> (source, target): deletes name only the id.
-        self._ends: dict[str, tuple[str, str]] = {}
+        # (source, relationship id) -> target: deletes name only the source and the id.
+        self._targets: dict[tuple[str, str], str] = {}
         for edge in edges:
             self._add(edge)
 
@@ -96,18 +97,18 @@ class TopologyView:
             match event.kind:
                 case EventKind.RELATIONSHIP_CREATED | EventKind.RELATIONSHIP_REPLACED:
                     edge = Edge.from_relationship(event.data)
-                    self._remove(edge.relationship_id)
+                    self._remove((edge.source, edge.relationship_id))
                     self._add(edge)
                 case EventKind.RELATIONSHIP_DELETED:
-                    self._remove(event.data["$relationshipId"])
+                    self._remove((event.data["$sourceId"], event.data["$relationshipId"]))
                 # The guard matters: networkx would read a missing node's id as an iterable.
                 case EventKind.TWIN_DELETED if event.subject in self._graph:
                     touching = {key for *_, key in self._graph.in_edges(event.subject, keys=True)}
                     touching.update(
                         key for *_, key in self._graph.out_edges(event.subject, keys=True)
                     )
-                    for relationship_id in touching:  # the twin goes with its last edge
-                        self._remove(relationship_id)
+                    for key in touching:  # the twin goes with its last edge
+                        self._remove(key)
 
     def downstream(self, twin_id: str, *, max_depth: int | None = None) -> list[str]:
         """Twins reachable from ``twin_id`` along the relationships, nearest first."""
@@ -168,15 +169,17 @@ class TopologyView:
     def _add(self, edge: Edge) -> None:
         if self.relationship_names is not None and edge.name not in self.relationship_names:
             return
-        self._graph.add_edge(edge.source, edge.target, key=edge.relationship_id, name=edge.name)
-        self._ends[edge.relationship_id] = (edge.source, edge.target)
+        key = (edge.source, edge.relationship_id)
+        self._graph.add_edge(edge.source, edge.target, key=key, name=edge.name)
+        self._targets[key] = edge.target
 
-    def _remove(self, relationship_id: str) -> None:
-        ends = self._ends.pop(relationship_id, None)
-        if ends is None:
+    def _remove(self, key: tuple[str, str]) -> None:
+        target = self._targets.pop(key, None)
+        if target is None:
             return
-        self._graph.remove_edge(*ends, key=relationship_id)
+        source = key[0]
+        self._graph.remove_edge(source, target, key=key)
         # Keep nodes = twins with a relationship in the view, so supplies stay meaningful.
-        for node in set(ends):
+        for node in {source, target}:
             if self._graph.degree(node) == 0:
                 self._graph.remove_node(node)

@@ -1,4 +1,4 @@
-"""PostgreSQL history store (psycopg 3): each append is one upserting statement."""
+"""PostgreSQL history store (psycopg 3): batches written with binary COPY."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from twinforge.runtime.history._encoding import (
+    Row,
     check_name,
     check_range,
     decode_value,
@@ -20,6 +21,7 @@ from twinforge.runtime.history._encoding import (
 )
 from twinforge.runtime.history.point import HistoryPoint
 
+DEFAULT_SCHEMA = "twinforge"
 _MAX_IDENTIFIER_BYTES = 63
 
 _CREATE_TABLE = """
@@ -34,11 +36,24 @@ CREATE TABLE {table} (
 )
 """
 
-# The whole batch travels as six arrays in one statement: one round trip, no per-row
-# parsing, and the upsert makes retried or replayed batches harmless.
-_UPSERT = """
+_COLUMN_TYPES = ["text", "text", "timestamptz", "text", "float8", "text"]
+
+# Batches are copied (binary COPY, several times faster than INSERT) straight into the
+# table. Only a batch with a key already stored (a replay or a retried write) takes the
+# slower path: copy into a session-private staging table, then upsert from it.
+_COPY = "COPY {table} (twin_id, field, ts, kind, value_num, value_json) FROM STDIN (FORMAT BINARY)"
+
+_CREATE_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS history_stage (
+    twin_id text, field text, ts timestamptz, kind text, value_num float8, value_json text
+) ON COMMIT DELETE ROWS
+"""
+
+_COPY_STAGE = "COPY history_stage FROM STDIN (FORMAT BINARY)"
+
+_UPSERT_STAGE = """
 INSERT INTO {table} (twin_id, field, ts, kind, value_num, value_json)
-SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::float8[], %b::text[])
+SELECT twin_id, field, ts, kind, value_num, value_json FROM history_stage
 ON CONFLICT (twin_id, field, ts) DO UPDATE SET
     kind = EXCLUDED.kind, value_num = EXCLUDED.value_num, value_json = EXCLUDED.value_json
 """
@@ -71,7 +86,7 @@ class PostgresHistoryStore:
     server restart or network failure is reopened on the next call.
     """
 
-    def __init__(self, conninfo: str, *, schema: str = "twinforge") -> None:
+    def __init__(self, conninfo: str, *, schema: str = DEFAULT_SCHEMA) -> None:
         self.schema = check_name(schema, "schema")
         if len(schema.encode()) > _MAX_IDENTIFIER_BYTES:
             # PostgreSQL would silently truncate it, and two long names could collide.
@@ -89,7 +104,8 @@ class PostgresHistoryStore:
         except BaseException:
             self.close()
             raise
-        self._upsert = self._sql(_UPSERT)
+        self._copy = self._sql(_COPY)
+        self._upsert = self._sql(_UPSERT_STAGE)
         self._select = self._sql(
             "SELECT ts, kind, value_num, value_json FROM {table} WHERE twin_id = %s AND field = %s"
         )
@@ -115,13 +131,19 @@ class PostgresHistoryStore:
             conn.execute(self._sql(_CREATE_TABLE))
 
     def append(self, points: Sequence[HistoryPoint]) -> None:
-        """Write ``points`` in one statement; a key already stored gets the new value."""
+        """Write ``points`` in one transaction; a key already stored gets the new value."""
         rows = encode_points(points)
         if not rows:
             return
-        columns = [list(column) for column in zip(*rows, strict=True)]
         with self._writer.connection() as conn:
-            conn.execute(self._upsert, columns)
+            try:
+                with conn.transaction():
+                    _copy(conn, self._copy, rows)
+            except psycopg.errors.UniqueViolation:
+                with conn.transaction():
+                    conn.execute(_CREATE_STAGE)
+                    _copy(conn, sql.SQL(_COPY_STAGE), rows)
+                    conn.execute(self._upsert)
 
     def query(
         self,
@@ -197,6 +219,13 @@ class PostgresHistoryStore:
         """Close both connections; calling it again does nothing."""
         self._writer.close()
         self._reader.close()
+
+
+def _copy(conn: psycopg.Connection, statement: sql.Composable, rows: list[Row]) -> None:
+    with conn.cursor() as cursor, cursor.copy(statement) as copy:
+        copy.set_types(_COLUMN_TYPES)
+        for row in rows:
+            copy.write_row(row)
 
 
 class _Session:

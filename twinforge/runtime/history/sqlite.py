@@ -146,19 +146,20 @@ class SqliteHistoryStore:
     def latest(self, twin_id: str, fields: Sequence[str] | None = None) -> dict[str, HistoryPoint]:
         """The newest point of each field (of ``fields``, or all), keyed by field name."""
         check_name(twin_id, "twin_id")
+        wanted = None
         if fields is not None:
             if isinstance(fields, str):
                 raise ValueError("fields: must be a sequence of field names, not one string")
-            names = [check_name(name, f"fields[{i}]") for i, name in enumerate(fields)]
+            wanted = [check_name(name, f"fields[{i}]") for i, name in enumerate(fields)]
         found: dict[str, HistoryPoint] = {}
         with self._read_lock:
             conn = self._reader
             # One read transaction, so every field is read from the same snapshot.
             conn.execute("BEGIN")
             try:
-                if fields is None:
-                    names = [name for (name,) in conn.execute(_FIELDS_OF_TWIN, {"twin": twin_id})]
-                for name in dict.fromkeys(names):
+                if wanted is None:
+                    wanted = [name for (name,) in conn.execute(_FIELDS_OF_TWIN, {"twin": twin_id})]
+                for name in dict.fromkeys(wanted):
                     row = conn.execute(_LATEST_OF_FIELD, (twin_id, name)).fetchone()
                     if row is not None:
                         found[name] = _point(twin_id, name, *row)

@@ -6,13 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from twinforge.runtime.history.point import HistoryPoint
 from twinforge.runtime.history.sqlite import SqliteHistoryStore
 
 SQLITE_FILE_NAME = "history.sqlite3"
-DEFAULT_POSTGRES_SCHEMA = "twinforge"
 _ACCEPTED = (
     "sqlite:///PATH, postgresql://... or postgres://... (or no URL for SQLite under the data dir)"
 )
@@ -81,7 +80,7 @@ def open_history_store(
         return _open_sqlite(Path(unquote(parts.path[1:])), schema)
     if scheme in ("postgresql", "postgres"):
         # Imported here so that SQLite users never load psycopg.
-        from twinforge.runtime.history.postgres import PostgresHistoryStore
+        from twinforge.runtime.history.postgres import DEFAULT_SCHEMA, PostgresHistoryStore
 
         query = parse_qsl(parts.query, keep_blank_values=True)
         url_schema = [value for key, value in query if key == "schema"]
@@ -89,11 +88,13 @@ def open_history_store(
             raise ValueError(
                 f"history URL: schema {url_schema[-1]!r} in the URL contradicts schema={schema!r}"
             )
-        conninfo = urlunsplit(
-            parts._replace(query=urlencode([(k, v) for k, v in query if k != "schema"]))
-        )
-        chosen = schema or (url_schema[-1] if url_schema else DEFAULT_POSTGRES_SCHEMA)
-        return PostgresHistoryStore(conninfo, schema=chosen)
+        conninfo = url
+        if url_schema:  # libpq refuses unknown parameters; %20, not "+", for spaces
+            rest = urlencode([(k, v) for k, v in query if k != "schema"], quote_via=quote)
+            conninfo = urlunsplit(parts._replace(query=rest))
+        if schema is None:
+            schema = url_schema[-1] if url_schema else DEFAULT_SCHEMA
+        return PostgresHistoryStore(conninfo, schema=schema)
     raise ValueError(f"history URL: unsupported scheme {parts.scheme!r}; accepted: {_ACCEPTED}")
 
 
