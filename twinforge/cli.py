@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from twinforge import __version__
+
+if TYPE_CHECKING:
+    from twinforge.runtime.twin_service import TwinService
 
 app = typer.Typer(
     name="twinforge",
@@ -16,7 +21,8 @@ app = typer.Typer(
         "twinforge: a digital-twin graph server for factories. DTDL models describe asset "
         "types, a twin graph holds the plant, live asset actors hold telemetry and commands, "
         "and a GraphQL API serves it all.\n\n"
-        "models: check DTDL model files before loading them."
+        "models: check DTDL model files before loading them. graph: import into and query "
+        "the twin graph (embedded FalkorDB unless TWINFORGE_GRAPH_URL names a server)."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -28,6 +34,13 @@ models_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")
+
+graph_app = typer.Typer(
+    help="The twin graph: bulk import and queries. Uses TWINFORGE_GRAPH_URL "
+    "(falkordb://, bolt://, neo4j://) or the embedded FalkorDB under TWINFORGE_DATA_DIR.",
+    no_args_is_help=True,
+)
+app.add_typer(graph_app, name="graph")
 
 
 def _version(value: bool) -> None:
@@ -95,3 +108,138 @@ def validate(
         for line in report.text_lines():
             typer.echo(line)
     raise typer.Exit(0 if report.valid else 1)
+
+
+@graph_app.command("import")
+def graph_import(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            metavar="FILE",
+            help="An Azure Digital Twins import-job file (NDJSON: Header, Models, Twins, "
+            "Relationships sections).",
+            show_default=False,
+        ),
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as one JSON object.")
+    ] = False,
+) -> None:
+    """Import models, twins and relationships. Exit 0 when every line was imported, 1 when
+    some lines were refused (the report names each line and why)."""
+    from twinforge.runtime.twin_service import import_ndjson
+
+    with _twin_service() as service, file.open(encoding="utf-8") as lines:
+        report = import_ndjson(service, lines)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        typer.echo(
+            f"imported {report.models} models, {report.twins} twins, "
+            f"{report.relationships} relationships; {len(report.errors)} lines refused"
+        )
+        for error in report.errors:
+            typer.echo(
+                f"{file}:{error.line}: [{error.section}] {error.item or ''} {error.code}: {error.message}"
+            )
+    raise typer.Exit(0 if report.ok else 1)
+
+
+_OPS = {
+    "!=": "ne",
+    "<=": "lte",
+    ">=": "gte",
+    "^=": "startsWith",
+    "~=": "contains",
+    "=": "eq",
+    "<": "lt",
+    ">": "gt",
+}
+
+
+def _predicate(text: str) -> object:
+    from twinforge.runtime.twin_service import Predicate
+
+    for symbol, op in _OPS.items():
+        name, found, raw = text.partition(symbol)
+        if found:
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw  # a bare word is a string
+            return Predicate(name.strip(), op, value)  # type: ignore[arg-type]
+    raise typer.BadParameter(f"{text!r}: write NAME OP VALUE with OP one of {' '.join(_OPS)}")
+
+
+@graph_app.command("query")
+def graph_query(
+    model: Annotated[
+        str | None, typer.Option(help="Twins of this model DTMI (and models extending it).")
+    ] = None,
+    exact_model: Annotated[
+        bool, typer.Option("--exact-model", help="Leave out twins of models extending --model.")
+    ] = False,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Property predicate, repeatable: 'temperature>50', 'state=running', "
+            "'motor.speedRpm>=1000', 'name^=Pump' (starts with), 'name~=A' (contains).",
+        ),
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="Only twins reached from this twin id.")
+    ] = None,
+    along: Annotated[
+        list[str] | None, typer.Option(help="Relationship names to follow (default: any).")
+    ] = None,
+    hops: Annotated[int, typer.Option(min=1, max=10, help="Most steps from --from.")] = 1,
+    direction: Annotated[str, typer.Option(help="Follow relationships out, in or both.")] = "out",
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    cypher: Annotated[
+        str | None,
+        typer.Option(
+            help="A read-only Cypher query instead (admins); writing clauses are refused."
+        ),
+    ] = None,
+) -> None:
+    """Query twins; prints one JSON document per line."""
+    from twinforge.runtime.twin_service import Traversal, TwinQuery, TwinServiceError
+
+    with _twin_service() as service:
+        try:
+            if cypher is not None:
+                for row in service.cypher(cypher):
+                    typer.echo(json.dumps(row, default=str))
+                return
+            if direction not in ("out", "in", "both"):
+                raise typer.BadParameter("out, in or both", param_hint="--direction")
+            query = TwinQuery(
+                model=model,
+                include_submodels=not exact_model,
+                where=tuple(_predicate(w) for w in where or []),  # type: ignore[misc]
+                traversal=Traversal(start, tuple(along or ()), direction, 1, hops)  # type: ignore[arg-type]
+                if start
+                else None,
+                limit=limit,
+            )
+            for twin in service.query_twins(query).items:
+                typer.echo(json.dumps(twin))
+        except TwinServiceError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+
+@contextlib.contextmanager
+def _twin_service() -> Iterator[TwinService]:
+    from twinforge.config import get_settings
+    from twinforge.runtime.stores import open_graph_store
+    from twinforge.runtime.twin_service import TwinService
+
+    settings = get_settings()
+    store = open_graph_store(settings.graph_url, settings.data_dir)
+    try:
+        yield TwinService(store)
+    finally:
+        store.close()
