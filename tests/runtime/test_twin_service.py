@@ -579,3 +579,23 @@ def test_import_refuses_sections_out_of_order(graph_store: Any) -> None:
     )
     assert [e.code for e in report.errors] == ["section", "section"]
     assert _twin_count(service) == 0
+
+
+def test_property_changes_reach_the_history_store(graph_store: Any, tmp_path: Any) -> None:
+    from twinforge.runtime.history import BatchingWriter, open_history_store
+
+    history = open_history_store(None, tmp_path)
+    writer = BatchingWriter(history)
+    try:
+        service = TwinService(graph_store, history=writer)
+        service.models.upload(ALL_MODELS)
+        service.create_twin("p1", pump("p1", state="running", motor={"speedRpm": 1000}))
+        service.patch_twin("p1", [{"op": "replace", "path": "/state", "value": "stopped"}])
+        service.patch_twin("p1", [{"op": "replace", "path": "/motor/speedRpm", "value": 1450}])
+        writer.flush()
+        assert [p.value for p in history.query("p1", "state")] == ["running", "stopped"]
+        assert [p.value for p in history.query("p1", "motor.speedRpm")] == [1000, 1450]
+        assert all(p.kind == "property" for p in history.query("p1", "state"))
+    finally:
+        writer.close()
+        history.close()

@@ -14,7 +14,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +52,26 @@ def new_etag() -> str:
 def now() -> str:
     """The current UTC time as ADT writes it (ISO 8601 with a Z)."""
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def updated_values(document: Mapping[str, Any]) -> Iterator[tuple[str, Any, str | None]]:
+    """(path, value, lastUpdateTime) of each property of a twin document; component
+    properties as ``component.property``."""
+    for name, value in user_properties(document).items():
+        if isinstance(value, Mapping) and isinstance(value.get("$metadata"), Mapping):
+            inner_metadata = value["$metadata"]
+            for inner, inner_value in user_properties(value).items():
+                yield f"{name}.{inner}", inner_value, _updated(inner_metadata.get(inner))
+        else:
+            yield name, value, _updated(document.get("$metadata", {}).get(name))
+
+
+def _updated(metadata: Any) -> str | None:
+    return metadata.get("lastUpdateTime") if isinstance(metadata, Mapping) else None
 
 
 def encode(document: Mapping[str, Any]) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twinforge.runtime.events import EventBus, EventKind
+from twinforge.runtime.history import BatchingWriter, HistoryPoint
 from twinforge.runtime.stores import GraphStore
 from twinforge.runtime.topology import Edge, TopologyView
 
@@ -30,9 +31,18 @@ class Page:
 
 
 class TwinService:
-    def __init__(self, store: GraphStore, bus: EventBus | None = None) -> None:
+    """``history``, when given, receives every property value a change sets (kind
+    ``property``, timestamped with its ``lastUpdateTime``)."""
+
+    def __init__(
+        self,
+        store: GraphStore,
+        bus: EventBus | None = None,
+        history: BatchingWriter | None = None,
+    ) -> None:
         self.store = store
         self.bus = bus if bus is not None else EventBus()
+        self.history = history
         for label, prop in (("Twin", "twin_id"), ("Twin", "model"), ("Model", "model_id")):
             store.ensure_index(label, prop)
         self.models = ModelCatalog(store, self.bus)
@@ -48,6 +58,7 @@ class TwinService:
         )
         if not rows:
             raise AlreadyExists(f"twin {twin_id} exists")
+        self._record_history(record)
         self.bus.publish(EventKind.TWIN_CREATED, twin_id, record.document)
         return record.document
 
@@ -69,6 +80,7 @@ class TwinService:
         _check_etag(if_match, etag, twin_id)
         record = build_twin(twin_id, document, self.models, previous=current)
         self._write_twin(record, etag, if_match)
+        self._record_history(record)
         self.bus.publish(EventKind.TWIN_REPLACED, twin_id, record.document)
         return record.document
 
@@ -83,6 +95,7 @@ class TwinService:
             patched = apply_patch(current, patch)
             record = build_twin(twin_id, patched, self.models, previous=current)
             if self._write_twin(record, etag, if_match):
+                self._record_history(record)
                 self.bus.publish(
                     EventKind.TWIN_PATCHED, twin_id, {"patch": list(patch), "twin": record.document}
                 )
@@ -206,6 +219,20 @@ class TwinService:
     # -- helpers ---------------------------------------------------------------------
     def _node(self, record: TwinRecord) -> dict[str, Any]:
         return record.node(set(self.models.interface(record.model).components))
+
+    def _record_history(self, record: TwinRecord) -> None:
+        """Values whose ``lastUpdateTime`` is this change's go to the history store."""
+        if self.history is None:
+            return
+        document = record.document
+        time = document["$metadata"]["$lastUpdateTime"]
+        points = [
+            HistoryPoint(record.id, path, docs.parse_time(time), value, "property")
+            for path, value, updated in docs.updated_values(document)
+            if updated == time
+        ]
+        if points:
+            self.history.put_many(points)
 
     def _read_twin(self, twin_id: str) -> tuple[dict[str, Any], str]:
         docs.check_id(twin_id, "$dtId")
