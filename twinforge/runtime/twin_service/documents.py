@@ -108,6 +108,8 @@ def query_fields(properties: Mapping[str, Any], components: set[str]) -> dict[st
 
 
 def _is_scalar(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" not in value  # FalkorDB cannot take NUL in a parameter; doc keeps it
     return isinstance(value, _SCALARS) and not (
         isinstance(value, float) and not math.isfinite(value)
     )

@@ -206,7 +206,8 @@ class TwinService:
         """A networkx view of the relationships named, kept fresh by this service's events."""
         rows = self.store.read(
             "MATCH (s:Twin)-[r]->(t:Twin) WHERE $names IS NULL OR type(r) IN $names "
-            "RETURN r.rel_id AS id, s.twin_id AS source, t.twin_id AS target, type(r) AS name",
+            "RETURN r.rel_id AS id, s.twin_id AS source, t.twin_id AS target, type(r) AS name "
+            "ORDER BY source, id",  # a deterministic view: BFS order follows insertion
             {"names": list(relationship_names) if relationship_names is not None else None},
         )
         view = TopologyView(
