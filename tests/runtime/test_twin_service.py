@@ -599,3 +599,33 @@ def test_property_changes_reach_the_history_store(graph_store: Any, tmp_path: An
     finally:
         writer.close()
         history.close()
+
+
+def test_concurrent_patches_without_if_match_all_apply(embedded_store: Any) -> None:
+    import threading
+
+    embedded_store.clear()
+    service = TwinService(embedded_store)
+    service.models.upload(ALL_MODELS)
+    service.create_twin("p1", pump("p1"))
+    errors: list[Exception] = []
+
+    def patcher(path: str) -> None:
+        for value in range(15):
+            try:
+                service.patch_twin("p1", [{"op": "add", "path": path, "value": value}])
+            except Exception as exc:  # collected: an assertion in a thread is lost
+                errors.append(exc)
+
+    threads = [
+        threading.Thread(target=patcher, args=(p,))
+        for p in ("/ratedPowerKw", "/serialNumber", "/motor/speedRpm")
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # serialNumber is a string: those patches are refused, the others all land
+    assert {type(e).__name__ for e in errors} == {"ValidationFailed"} and len(errors) == 15
+    twin = service.get_twin("p1")
+    assert twin["ratedPowerKw"] == 14 and twin["motor"]["speedRpm"] == 14

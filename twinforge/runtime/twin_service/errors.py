@@ -29,12 +29,12 @@ class TwinServiceError(Exception):
         self.problems = problems or []
         shown = "; ".join(str(p) for p in self.problems[:5])
         more = f" (and {len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
-        super().__init__(f"{message}: {shown}{more}" if shown else message)
+        super().__init__(": ".join(part for part in (message, shown + more) if part))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "code": self.code,
-            "message": self.message,
+            "message": str(self),
             "problems": [
                 {"field": p.field, "rule": p.rule, "message": p.message} for p in self.problems
             ],
@@ -73,4 +73,4 @@ class QueryRejected(TwinServiceError):
 
 def invalid(field: str, rule: str, message: str) -> ValidationFailed:
     """A :class:`ValidationFailed` for one problem."""
-    return ValidationFailed(f"invalid {field or 'request'}", [Problem(field, rule, message)])
+    return ValidationFailed("", [Problem(field, rule, message)])
