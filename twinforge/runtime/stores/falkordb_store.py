@@ -1,8 +1,8 @@
-"""The graph store on FalkorDB (embedded child process or a server), through its client."""
+"""The graph store on FalkorDB (the embedded child process or a server), through its client."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -10,30 +10,55 @@ from falkordb import FalkorDB
 from falkordb.edge import Edge
 from falkordb.node import Node
 from falkordb.path import Path as GraphPath
+from falkordb.query_result import QueryResult
 
-from .base import GraphStoreError, check_identifier
+from twinforge.runtime.stores import _falkordb_params
+from twinforge.runtime.stores.base import GraphStoreError, check_identifier
+from twinforge.runtime.stores.embedded_falkordb import EmbeddedFalkorDB
+
+__all__ = ["FalkorDBStore"]
+
+_Query = Callable[[str, dict[str, Any] | None], QueryResult]
 
 
 class FalkorDBStore:
+    """One graph (a redis key, ``graph_name``) on a FalkorDB server, reached by
+    ``unix_socket`` when given, else by ``host`` and ``port``.
+
+    ``server`` is an embedded server this store owns: :meth:`close` stops it too. The
+    store is safe to share between threads (the client keeps a connection pool).
+    """
+
     backend = "falkordb"
 
     def __init__(
         self,
+        graph_name: str = "twins",
         *,
-        graph: str = "twins",
         host: str = "127.0.0.1",
         port: int = 6379,
         unix_socket: str | None = None,
+        username: str | None = None,
         password: str | None = None,
+        server: EmbeddedFalkorDB | None = None,
     ) -> None:
+        self.server = server
         where = unix_socket or f"{host}:{port}"
         try:
             self._db = FalkorDB(
-                host=host, port=port, unix_socket_path=unix_socket, password=password
+                host=host,
+                port=port,
+                unix_socket_path=unix_socket,
+                username=username,
+                password=password,
+                socket_connect_timeout=10,
             )
-            self._graph = self._db.select_graph(graph)
+            self._graph = self._db.select_graph(graph_name)
+            # GRAPH.RO_QUERY refuses a graph that does not exist yet, and any GRAPH.QUERY
+            # creates it.
+            self._graph.query("RETURN 0")
         except (redis.exceptions.RedisError, OSError) as exc:
-            raise GraphStoreError(f"cannot reach FalkorDB at {where}: {exc}") from None
+            raise GraphStoreError(f"cannot use FalkorDB at {where}: {exc}") from exc
 
     def read(self, cypher: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         # GRAPH.RO_QUERY: the server refuses any query that would write.
@@ -49,40 +74,42 @@ class FalkorDBStore:
             self._graph.query(f"CREATE INDEX FOR (n:{label}) ON (n.{prop})")
         except redis.exceptions.ResponseError as exc:
             if "already indexed" not in str(exc):
-                raise GraphStoreError(str(exc)) from None
+                raise GraphStoreError(str(exc)) from exc
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise GraphStoreError(str(exc)) from exc
 
     def clear(self) -> None:
         self.write("MATCH (n) DETACH DELETE n")
 
     def close(self) -> None:
         self._db.connection.close()
+        if self.server is not None:
+            self.server.stop()
 
     def _run(
-        self, method: Any, cypher: str, params: Mapping[str, Any] | None
+        self, query: _Query, cypher: str, params: Mapping[str, Any] | None
     ) -> list[dict[str, Any]]:
+        values = _falkordb_params.checked(params)
         try:
-            result = method(cypher, dict(params) if params else None)
-        except (redis.exceptions.RedisError, OSError, ValueError, TypeError) as exc:
-            if params and "\\x00" in repr(params):
-                # The client sends parameters as Cypher text, which ends at a NUL.
-                raise GraphStoreError("FalkorDB parameters cannot hold NUL characters") from None
-            raise GraphStoreError(str(exc)) from None
-        columns = [_column(h) for h in result.header or ()]
+            result = query(cypher, values or None)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise GraphStoreError(str(exc)) from exc
+        # The header holds a [column type, column name] pair per column.
+        columns = [name for _, name in result.header]
         return [dict(zip(columns, map(_plain, row), strict=True)) for row in result.result_set]
 
 
-def _column(header: Any) -> str:
-    # The client gives [type, name] pairs for the compact result format.
-    return header[1] if isinstance(header, (list, tuple)) else header
-
-
 def _plain(value: Any) -> Any:
+    """A result value with the client's node, edge and path objects made plain."""
     if isinstance(value, (Node, Edge)):
-        return dict(value.properties)
+        return {key: _plain(item) for key, item in value.properties.items()}
     if isinstance(value, GraphPath):
-        return [_plain(n) for n in value.nodes()]
+        return {
+            "nodes": [_plain(node) for node in value.nodes()],
+            "relationships": [_plain(edge) for edge in value.edges()],
+        }
     if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):  # the client's maps are OrderedDicts
+        return {key: _plain(item) for key, item in value.items()}
     return value

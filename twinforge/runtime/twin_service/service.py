@@ -4,6 +4,8 @@ threads."""
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +22,8 @@ from .queries import TwinQuery, check_read_only, compile_query
 from .relationships import RelationshipRecord, build_relationship
 from .twins import TwinRecord, apply_patch, build_twin
 
-_PATCH_RETRIES = 5
+# Optimistic retries for patches without If-Match; jittered so racing writers spread out.
+_PATCH_RETRIES = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,9 @@ class TwinService:
     ) -> dict[str, Any]:
         """Apply a JSON Patch; without ``if_match`` a concurrent change is merged by
         re-applying the patch to the newer twin."""
-        for _ in range(_PATCH_RETRIES):
+        for attempt in range(_PATCH_RETRIES):
+            if attempt:
+                time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
             current, etag = self._read_twin(twin_id)
             _check_etag(if_match, etag, twin_id)
             patched = apply_patch(current, patch)
