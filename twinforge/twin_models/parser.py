@@ -411,8 +411,8 @@ class _DocumentParser:
     ) -> str | None:
         raw = obj.get("@id")
         if "@id" not in obj:
-            plan = _plan(constraints) if constraints else None
-            if parent is None or plan is None or plan.iri_only:
+            plan = _plan(constraints or ())
+            if parent is None or plan.iri_only:
                 self.error(
                     "missingIdProperty",
                     f"this {cls.term} needs an @id",

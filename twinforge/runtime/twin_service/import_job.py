@@ -201,7 +201,7 @@ class _Importer:
         if fresh:
             store.write(
                 "UNWIND $rows AS row CREATE (t:Twin) SET t = row",
-                {"rows": [self.service._node(r) for r in fresh]},
+                {"rows": [r.node() for r in fresh]},
             )
             for record in fresh:
                 self.known_sources.add(record.id)

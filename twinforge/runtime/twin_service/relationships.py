@@ -18,13 +18,17 @@ class RelationshipRecord:
     source: str
     target: str
     name: str
-    etag: str
     document: dict[str, Any]
+    text: str  # the document as JSON, encoded (and size-checked) once
     max_multiplicity: int | None
+
+    @property
+    def etag(self) -> str:
+        return self.document["$etag"]
 
     def edge(self) -> dict[str, Any]:
         """The properties of the graph relationship."""
-        return {"rel_id": self.id, "etag": self.etag, "doc": docs.encode(self.document)}
+        return {"rel_id": self.id, "etag": self.etag, "doc": self.text}
 
 
 def build_relationship(
@@ -81,22 +85,20 @@ def build_relationship(
             ]
     if problems:
         raise ValidationFailed(f"the relationship does not match {name!r}", problems)
-    etag = docs.new_etag()
     document_out = {
         "$relationshipId": relationship_id,
-        "$etag": etag,
+        "$etag": docs.new_etag(),
         "$sourceId": source_id,
         "$relationshipName": name,
         "$targetId": target_id,
         **properties,
     }
-    docs.encode(document_out)
     return RelationshipRecord(
         relationship_id,
         source_id,
         target_id,
         name,
-        etag,
         document_out,
+        docs.encode(document_out),
         relationship.max_multiplicity,
     )

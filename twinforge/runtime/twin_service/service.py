@@ -57,7 +57,7 @@ class TwinService:
             # count(), not "WITH e WHERE e IS NULL": FalkorDB lets the latter through.
             "OPTIONAL MATCH (e:Twin {twin_id: $id}) WITH count(e) AS existing "
             "WHERE existing = 0 CREATE (t:Twin) SET t = $node RETURN t.etag AS etag",
-            {"id": twin_id, "node": self._node(record)},
+            {"id": twin_id, "node": record.node()},
         )
         if not rows:
             raise AlreadyExists(f"twin {twin_id} exists")
@@ -223,9 +223,6 @@ class TwinService:
         return view
 
     # -- helpers ---------------------------------------------------------------------
-    def _node(self, record: TwinRecord) -> dict[str, Any]:
-        return record.node(set(self.models.interface(record.model).components))
-
     def _record_history(self, record: TwinRecord) -> None:
         """Values whose ``lastUpdateTime`` is this change's go to the history store."""
         if self.history is None:
@@ -255,7 +252,7 @@ class TwinService:
         rows = self.store.write(
             "MATCH (t:Twin {twin_id: $id}) WHERE t.etag = $expected SET t = $node "
             "RETURN t.etag AS etag",
-            {"id": record.id, "expected": read_etag, "node": self._node(record)},
+            {"id": record.id, "expected": read_etag, "node": record.node()},
         )
         if rows:
             return True

@@ -18,23 +18,29 @@ from .models import ModelCatalog
 
 @dataclass(slots=True)
 class TwinRecord:
-    """A checked twin, ready to be written: the document and its graph node fields."""
+    """A checked twin, ready to be written: the document, its JSON text and what its graph
+    node needs."""
 
     id: str
     model: str
     lineage: list[str]  # the model and every Interface it extends
-    etag: str
     document: dict[str, Any]
+    text: str  # the document as JSON, encoded (and size-checked) once
+    components: frozenset[str]
 
-    def node(self, components: set[str]) -> dict[str, Any]:
+    @property
+    def etag(self) -> str:
+        return self.document["$etag"]
+
+    def node(self) -> dict[str, Any]:
         """Every property of the twin's graph node."""
-        fields = docs.query_fields(docs.user_properties(self.document), components)
+        fields = docs.query_fields(docs.user_properties(self.document), self.components)
         return {
             "twin_id": self.id,
             "model": self.model,
             "models": self.lineage,
             "etag": self.etag,
-            "doc": docs.encode(self.document),
+            "doc": self.text,
             **fields,
         }
 
@@ -81,7 +87,7 @@ def build_twin(
     check_properties(properties, interface)
     time = docs.now()
     old = previous or {}
-    components = set(interface.components)
+    components = frozenset(interface.components)
     metadata = _metadata(properties, old, time, skip=components)
     for name in components:
         inner = dict(properties[name])
@@ -91,8 +97,8 @@ def build_twin(
     metadata["$model"] = model
     metadata["$lastUpdateTime"] = time
     document_out = {"$dtId": twin_id, "$etag": docs.new_etag(), "$metadata": metadata, **properties}
-    docs.encode(document_out)  # size and JSON checks before anything is written
-    return TwinRecord(twin_id, model, catalog.lineage(model), document_out["$etag"], document_out)
+    text = docs.encode(document_out)  # size and JSON checks before anything is written
+    return TwinRecord(twin_id, model, catalog.lineage(model), document_out, text, components)
 
 
 def check_properties(properties: Mapping[str, Any], interface: Interface) -> None:
