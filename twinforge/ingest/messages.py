@@ -6,8 +6,10 @@ dead-letter store and the actors never know which protocol a value came by.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import dataclasses
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 #: Rejection reasons; stable strings, stored with each dead letter and counted in metrics.
 NOT_JSON = "notJson"
@@ -56,4 +58,32 @@ class Rejection:
     payload: bytes = b""
     twin_id: str | None = None
     field: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Intake(Protocol):
+    """Where transports hand over what they receive (the ingest pipeline implements it).
+
+    A transport decodes its protocol (topic and JSON payload, OPC UA data change) into a
+    twin id, an optional component and a dict of values, and acknowledges the message to
+    its sender only once the returned future is done: True when the values are durable in
+    an asset actor's write-ahead log, False when they were refused and dead-lettered. An
+    exception in the future means neither happened, so the sender must redeliver.
+    """
+
+    def offer(
+        self,
+        twin_id: str,
+        values: dict[str, Any],
+        *,
+        component: str | None = None,
+        source_time: float | None = None,
+        origin: str = "",
+        payload: bytes = b"",
+    ) -> Future[bool]:
+        """Validate and route one message; see the class docstring for the future."""
+        ...
+
+    def reject(self, rejection: Rejection) -> None:
+        """Dead-letter a message the transport itself could not decode."""
+        ...
