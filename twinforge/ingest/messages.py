@@ -80,10 +80,13 @@ class Intake(Protocol):
         source_time: float | None = None,
         origin: str = "",
         payload: bytes = b"",
+        kind: str = "telemetry",
     ) -> Future[bool]:
-        """Validate and route one message; see the class docstring for the future."""
+        """Validate and route one message of DTDL ``kind`` ("telemetry", or "properties"
+        for reported property values); see the class docstring for the future."""
         ...
 
-    def reject(self, rejection: Rejection) -> None:
-        """Dead-letter a message the transport itself could not decode."""
+    def reject(self, rejection: Rejection) -> Future[bool]:
+        """Dead-letter a message the transport itself could not decode; the future is
+        done (False) once the dead letter is stored, when the message may be acked."""
         ...

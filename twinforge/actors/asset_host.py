@@ -1,0 +1,262 @@
+"""An asset host: the live state of a group of assets, in one process.
+
+One Ray actor process costs about 90 MB, so a process hosts many assets (each an
+:class:`Asset` with its own state, order and rules) rather than one. The host is a plain
+class, so it can be tested without Ray; :mod:`twinforge.actors.fleet` runs it as a Ray
+actor that Ray restarts after a crash, and the restarted host rebuilds its state from its
+write-ahead log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from twinforge.actors.alarms import AlarmRule
+from twinforge.actors.asset import Asset
+from twinforge.actors.write_ahead_log import PROPERTIES, TELEMETRY, Entry, WriteAheadLog
+from twinforge.runtime.history import BatchingWriter, HistoryPoint, open_history_store
+from twinforge.runtime.stores import open_graph_store
+from twinforge.runtime.twin_service import TwinService, TwinServiceError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """How a host keeps its assets; the same for every host of a fleet."""
+
+    data_dir: Path
+    capacity: int = 512
+    """Samples kept per field in memory."""
+    checkpoint_every_s: float = 30.0
+    """At most this long between checkpoints, so a restart replays little."""
+    checkpoint_after_batches: int = 20_000
+    history_url: str | None = None
+    """Where telemetry and property history goes (None: SQLite under data_dir)."""
+    history_interval_s: float = 1.0
+    """Keep at most one history point per field per interval (0: every value)."""
+    graph_url: str | None = None
+    """Where reported property changes are written back (None: not written back)."""
+    alarm_rules: tuple[AlarmRule, ...] = ()
+    lineage: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Model id -> the model and every model it extends, for matching alarm rules."""
+    synchronous: str = "FULL"
+
+
+class AssetHost:
+    """Hosts assets: ingests telemetry batches durably and answers state queries."""
+
+    def __init__(self, host_id: int, config: HostConfig, assets: dict[str, str] | None = None):
+        self.host_id = host_id
+        self.config = config
+        self._wal = WriteAheadLog(
+            config.data_dir / "actors" / f"host-{host_id:04d}.sqlite3",
+            synchronous=config.synchronous,
+        )
+        self.assets: dict[str, Asset] = {}
+        self._history_due: dict[tuple[str, str], float] = {}
+        self._pending_properties: dict[str, dict[str, Any]] = {}
+        self._history: BatchingWriter | None = None  # opened on first use
+        self._graph: TwinService | None = None  # opened on first write-back
+        self._last_checkpoint = time.monotonic()
+        self._batches_since_checkpoint = 0
+        self.replayed = self._recover()
+        if assets:
+            self.add_assets(assets)
+
+    def __repr__(self) -> str:
+        # The Ray dashboard shows this as the actor's name: which assets live here.
+        names = sorted(self.assets)
+        shown = ", ".join(names[:4]) + (f", +{len(names) - 4} more" if len(names) > 4 else "")
+        return f"AssetHost-{self.host_id}[{shown}]"
+
+    # -- membership ----------------------------------------------------------------
+
+    def add_assets(self, assets: dict[str, str]) -> int:
+        """Host ``assets`` (twin id -> model id); durable on return."""
+        self._wal.add_assets(assets)
+        for twin_id, model_id in assets.items():
+            current = self.assets.get(twin_id)
+            if current is None or current.model_id != model_id:
+                self.assets[twin_id] = self._new_asset(twin_id, model_id)
+        return len(self.assets)
+
+    def remove_assets(self, twin_ids: Sequence[str]) -> int:
+        self._wal.remove_assets(list(twin_ids))
+        for twin_id in twin_ids:
+            self.assets.pop(twin_id, None)
+        return len(self.assets)
+
+    # -- ingest --------------------------------------------------------------------
+
+    def ingest(self, entries: list[Entry]) -> int:
+        """Log ``entries`` durably, then apply them; returns how many were applied.
+
+        Entries for twins this host does not own (deleted meanwhile) are logged and
+        skipped. A caller may acknowledge the messages once this returns.
+        """
+        self._wal.append(entries)
+        applied = self._apply(entries, live=True)
+        self._batches_since_checkpoint += 1
+        if (
+            self._batches_since_checkpoint >= self.config.checkpoint_after_batches
+            or time.monotonic() - self._last_checkpoint >= self.config.checkpoint_every_s
+        ):
+            self.checkpoint()
+        return applied
+
+    def _apply(self, entries: list[Entry], *, live: bool) -> int:
+        applied = 0
+        history: list[HistoryPoint] = []
+        for twin_id, kind, values, source_time, received_time in entries:
+            asset = self.assets.get(twin_id)
+            if asset is None:
+                continue
+            applied += 1
+            if kind == TELEMETRY:
+                asset.apply(values, source_time, received_time)
+            elif kind == PROPERTIES:
+                self._pending_properties.setdefault(twin_id, {}).update(values)
+            if live:
+                self._due_history(twin_id, kind, values, source_time, history)
+        if history:
+            self._history_writer().put_many(history)
+        return applied
+
+    def _due_history(
+        self, twin_id: str, kind: str, values: dict[str, Any], ts: float, out: list[HistoryPoint]
+    ) -> None:
+        interval = self.config.history_interval_s
+        for name, value in values.items():
+            key = (twin_id, name)
+            if kind == TELEMETRY and ts < self._history_due.get(key, 0.0):
+                continue
+            self._history_due[key] = ts + interval
+            out.append(
+                HistoryPoint(
+                    twin_id,
+                    name,
+                    datetime.fromtimestamp(ts, UTC),
+                    value,
+                    "telemetry" if kind == TELEMETRY else "property",
+                )
+            )
+
+    # -- durability ----------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Make history and write-backs durable, then store state and trim the log."""
+        upto = self._wal.last_seq
+        if self._history is not None:
+            self._history.flush(timeout=60)
+        self._write_back_properties()
+        state = {twin_id: asset.state() for twin_id, asset in self.assets.items()}
+        self._wal.checkpoint(state, upto)
+        self._last_checkpoint = time.monotonic()
+        self._batches_since_checkpoint = 0
+
+    def _recover(self) -> int:
+        state, batches = self._wal.recover()
+        for twin_id, model_id in self._wal.assets().items():
+            self.assets[twin_id] = self._new_asset(twin_id, model_id)
+            if state and twin_id in state and state[twin_id]["model_id"] == model_id:
+                self.assets[twin_id].restore(state[twin_id])
+        replayed = 0
+        for entries in batches:
+            replayed += self._apply(entries, live=False)
+        if replayed:
+            log.info("asset host %d replayed %d logged messages", self.host_id, replayed)
+        return replayed
+
+    def _write_back_properties(self) -> None:
+        if not self._pending_properties or self.config.graph_url is None:
+            self._pending_properties.clear()
+            return
+        service = self._twin_service()
+        for twin_id, values in list(self._pending_properties.items()):
+            patch = [{"op": "add", "path": f"/{name}", "value": v} for name, v in values.items()]
+            try:
+                service.patch_twin(twin_id, patch)
+            except TwinServiceError as error:  # twin deleted meanwhile: nothing to write to
+                log.warning("write-back of %s properties refused: %s", twin_id, error)
+            # Any other error (graph unreachable) propagates: the checkpoint is skipped, so
+            # the log keeps these changes and the next checkpoint retries them.
+            del self._pending_properties[twin_id]
+
+    # -- queries -------------------------------------------------------------------
+
+    def snapshot(self, twin_id: str) -> dict[str, Any] | None:
+        asset = self.assets.get(twin_id)
+        return None if asset is None else asset.snapshot()
+
+    def series(self, twin_id: str, field_path: str, n: int | None = None) -> dict[str, list]:
+        """The newest ``n`` samples of a field: ``{"times": [...], "values": [...]}``."""
+        asset = self.assets.get(twin_id)
+        buffer = None if asset is None else asset.series.get(field_path)
+        if buffer is None:
+            return {"times": [], "values": []}
+        times, values = buffer.last(n)
+        return {"times": times.tolist(), "values": values.tolist()}
+
+    def active_alarms(self, twin_id: str) -> list[dict[str, Any]]:
+        asset = self.assets.get(twin_id)
+        return [] if asset is None else asset.snapshot()["alarms"]
+
+    def stats(self) -> dict[str, Any]:
+        """Who and where this host is, and what it holds (for placement and benchmarks)."""
+        return {
+            "host": self.host_id,
+            "pid": os.getpid(),
+            "node": _ray_node_id(),
+            "assets": len(self.assets),
+            "messages": sum(asset.messages for asset in self.assets.values()),
+            "replayed": self.replayed,
+            "wal_pending": self._wal.pending(),
+            "rss_mb": _rss_mb(),
+        }
+
+    def close(self) -> None:
+        self.checkpoint()
+        if self._history is not None:
+            self._history.close()
+        self._wal.close()
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _new_asset(self, twin_id: str, model_id: str) -> Asset:
+        lineage = self.config.lineage.get(model_id, (model_id,))
+        rules = tuple(rule for rule in self.config.alarm_rules if rule.model in lineage)
+        return Asset(twin_id, model_id, self.config.capacity, rules)
+
+    def _history_writer(self) -> BatchingWriter:
+        if self._history is None:
+            store = open_history_store(self.config.history_url, self.config.data_dir)
+            self._history = BatchingWriter(store, max_delay_s=0.5)
+        return self._history
+
+    def _twin_service(self) -> TwinService:
+        if self._graph is None:
+            self._graph = TwinService(open_graph_store(self.config.graph_url, self.config.data_dir))
+        return self._graph
+
+
+def _rss_mb() -> float:
+    with open(f"/proc/{os.getpid()}/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def _ray_node_id() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # outside Ray
+        return None

@@ -1,0 +1,315 @@
+"""MQTT telemetry ingest (paho-mqtt): topics and payloads in, acknowledged once durable.
+
+Topic convention: ``twins/{twinId}/telemetry`` and ``twins/{twinId}/telemetry/{component}``
+carry a JSON object of DTDL telemetry values; ``twins/{twinId}/properties`` reported
+property values. ``"$ts"`` in the object is the source time (epoch seconds or ISO 8601).
+Other topics and payload shapes are read through :class:`TopicMapping` configuration.
+
+Messages are subscribed with QoS 1 and acknowledged by hand (paho's ``manual_ack``) only
+when the pipeline says they are durable or dead-lettered; the session is persistent, so a
+broker keeps what arrives while the server is down and redelivers what was not
+acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Future
+from datetime import datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from twinforge.ingest.messages import (
+    BAD_TIMESTAMP,
+    NOT_AN_OBJECT,
+    NOT_JSON,
+    OVERSIZE,
+    UNMAPPED_TOPIC,
+    Intake,
+    Rejection,
+)
+from twinforge.ingest.validation import PROPERTIES, TELEMETRY
+
+log = logging.getLogger(__name__)
+
+#: Payloads larger than this are refused unread (dead-lettered with a capped copy).
+MAX_PAYLOAD_BYTES = 256 * 1024
+CONVENTION_TOPICS = ("twins/+/telemetry", "twins/+/telemetry/+", "twins/+/properties")
+TIMESTAMP_KEY = "$ts"
+
+
+class TopicMapping(BaseModel):
+    """Reads telemetry from a topic outside the convention.
+
+    ``topic`` is an MQTT filter whose ``+`` levels are numbered from 1; ``twin`` and
+    ``component`` may use them as ``{1}``, ``{2}``. ``fields`` maps DTDL field names to
+    dotted paths in the JSON payload (empty: the payload object's own keys);
+    ``timestamp`` is the path of the source time, if the payload has one.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topic: str = Field(min_length=1, max_length=1024)
+    twin: str = Field(min_length=1)
+    component: str | None = None
+    fields: dict[str, str] = Field(default_factory=dict)
+    timestamp: str | None = None
+    kind: str = Field(default=TELEMETRY, pattern=f"^({TELEMETRY}|{PROPERTIES})$")
+
+    def match(self, topic: str) -> list[str] | None:
+        """The ``+`` levels' values if ``topic`` matches the filter, else None."""
+        pattern, levels = self.topic.split("/"), topic.split("/")
+        captured: list[str] = []
+        for index, part in enumerate(pattern):
+            if part == "#":
+                return captured
+            if index >= len(levels):
+                return None
+            if part == "+":
+                captured.append(levels[index])
+            elif part != levels[index]:
+                return None
+        return captured if len(levels) == len(pattern) else None
+
+
+_MAPPINGS = TypeAdapter(list[TopicMapping])
+
+
+def load_topic_mappings(text: str) -> list[TopicMapping]:
+    """Mappings from JSON text; pydantic's ValidationError names the bad field."""
+    return _MAPPINGS.validate_json(text)
+
+
+class MqttIngest:
+    """Subscribes to telemetry topics and hands each message to an :class:`Intake`."""
+
+    def __init__(
+        self,
+        intake: Intake,
+        host: str,
+        port: int = 1883,
+        *,
+        client_id: str | None = None,
+        mappings: Sequence[TopicMapping] = (),
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        session_expiry_s: int = 24 * 3600,
+        receive_maximum: int = 65535,
+    ) -> None:
+        self.intake = intake
+        self.host, self.port = host, port
+        self.mappings = tuple(mappings)
+        self.max_payload_bytes = max_payload_bytes
+        self.received = 0
+        self.acknowledged = 0
+        self.connected = threading.Event()
+        self.client_id = client_id or f"twinforge-ingest-{uuid.uuid4().hex[:8]}"
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.reconnect_delay_set(min_delay=0.1, max_delay=5)
+        self._client.max_queued_messages_set(0)
+        self._connect_properties = Properties(PacketTypes.CONNECT)
+        # A persistent session: the broker queues QoS 1 messages while we are away.
+        self._connect_properties.SessionExpiryInterval = session_expiry_s
+        # Let the broker send many unacknowledged messages: acks wait for durability.
+        self._connect_properties.ReceiveMaximum = receive_maximum
+        self._lock = threading.Lock()
+
+    def start(self, timeout: float = 10.0) -> MqttIngest:
+        """Connect (retrying in the background) and return once subscribed."""
+        self._client.connect_async(
+            self.host, self.port, clean_start=False, properties=self._connect_properties
+        )
+        self._client.loop_start()
+        if not self.connected.wait(timeout):
+            self.stop()
+            raise ConnectionError(
+                f"MQTT broker {self.host}:{self.port} not reachable in {timeout} s"
+            )
+        return self
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def __enter__(self) -> MqttIngest:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    # -- paho callbacks (its network thread) ---------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("MQTT connect to %s:%d refused: %s", self.host, self.port, reason)
+            return
+        topics = list(CONVENTION_TOPICS) + [m.topic for m in self.mappings]
+        client.subscribe([(topic, 1) for topic in dict.fromkeys(topics)])
+        self.connected.set()
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        self.connected.clear()
+        if reason.is_failure:
+            log.warning(
+                "MQTT connection to %s:%d lost (%s); reconnecting", self.host, self.port, reason
+            )
+
+    def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.received += 1
+        try:
+            future = self._handle(message.topic, message.payload)
+        except Exception:  # never let one message stop the network thread
+            log.exception("ingest of a message on %r failed", message.topic)
+            return  # not acknowledged: the broker redelivers it after a reconnect
+        mid, qos = message.mid, message.qos
+        future.add_done_callback(lambda done: self._ack(done, mid, qos))
+
+    def _ack(self, done: Future[bool], mid: int, qos: int) -> None:
+        if done.exception() is not None:
+            return  # neither durable nor dead-lettered: leave it to redelivery
+        if qos > 0:
+            self._client.ack(mid, qos)
+        with self._lock:
+            self.acknowledged += 1
+
+    # -- decoding ------------------------------------------------------------------------
+
+    def _handle(self, topic: str, payload: bytes) -> Future[bool]:
+        origin = f"mqtt:{topic}"
+        route = self._route(topic)
+        if route is None:
+            return self._reject(UNMAPPED_TOPIC, f"no mapping for topic {topic!r}", origin, payload)
+        twin_id, component, kind, mapping = route
+        if len(payload) > self.max_payload_bytes:
+            return self._reject(
+                OVERSIZE,
+                f"payload of {len(payload)} bytes exceeds {self.max_payload_bytes}",
+                origin,
+                payload,
+                twin_id,
+            )
+        try:
+            document = json.loads(payload)
+        except (ValueError, RecursionError) as error:
+            return self._reject(NOT_JSON, f"payload is not JSON: {error}", origin, payload, twin_id)
+        if not isinstance(document, dict):
+            return self._reject(
+                NOT_AN_OBJECT,
+                f"payload must be a JSON object, got {type(document).__name__}",
+                origin,
+                payload,
+                twin_id,
+            )
+        if mapping is None:
+            raw_ts = document.pop(TIMESTAMP_KEY, None)
+            values = document
+        else:
+            raw_ts = _path(document, mapping.timestamp) if mapping.timestamp else None
+            values = (
+                {name: _path(document, path) for name, path in mapping.fields.items()}
+                if mapping.fields
+                else document
+            )
+            values = {k: v for k, v in values.items() if v is not _MISSING}
+            raw_ts = None if raw_ts is _MISSING else raw_ts
+        try:
+            source_time = parse_source_time(raw_ts)
+        except ValueError as error:
+            return self._reject(BAD_TIMESTAMP, str(error), origin, payload, twin_id, TIMESTAMP_KEY)
+        return self.intake.offer(
+            twin_id,
+            values,
+            component=component,
+            source_time=source_time,
+            origin=origin,
+            payload=payload,
+            kind=kind,
+        )
+
+    def _route(self, topic: str) -> tuple[str, str | None, str, TopicMapping | None] | None:
+        levels = topic.split("/")
+        if len(levels) >= 3 and levels[0] == "twins" and levels[1]:
+            if levels[2] == "telemetry" and len(levels) <= 4:
+                component = levels[3] if len(levels) == 4 else None
+                return levels[1], component, TELEMETRY, None
+            if levels[2] == "properties" and len(levels) == 3:
+                return levels[1], None, PROPERTIES, None
+        for mapping in self.mappings:
+            captured = mapping.match(topic)
+            if captured is not None:
+                try:
+                    twin = mapping.twin.format(None, *captured)
+                    component = (
+                        mapping.component.format(None, *captured) if mapping.component else None
+                    )
+                except (IndexError, KeyError):
+                    continue
+                return twin, component, mapping.kind, mapping
+        return None
+
+    def _reject(
+        self,
+        reason: str,
+        message: str,
+        origin: str,
+        payload: bytes,
+        twin_id: str | None = None,
+        field: str | None = None,
+    ) -> Future[bool]:
+        rejection = Rejection(reason, message, origin, time.time(), payload, twin_id, field)
+        return self.intake.reject(rejection)
+
+
+_MISSING = object()
+
+
+def _path(document: Any, path: str) -> Any:
+    """The value at a dotted ``path`` (``a.b.0.c``) in a decoded JSON document."""
+    value = document
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return _MISSING
+    return value
+
+
+def parse_source_time(raw: Any) -> float | None:
+    """Epoch seconds from a payload's timestamp: a number, an ISO 8601 string, or None."""
+    if raw is None:
+        return None
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        if not 0 <= raw < 1e11:  # finite and not milliseconds by mistake
+            raise ValueError(f"$ts: {raw!r} is not epoch seconds between 1970 and 5138")
+        return float(raw)
+    if isinstance(raw, str):
+        try:
+            parsed = datetime.fromisoformat(raw)
+        except ValueError:
+            raise ValueError(f"$ts: {raw[:64]!r} is not an ISO 8601 date-time") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"$ts: {raw[:64]!r} has no time zone offset")
+        return parsed.timestamp()
+    raise ValueError(f"$ts: must be epoch seconds or an ISO 8601 string, got {type(raw).__name__}")

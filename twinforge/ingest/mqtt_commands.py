@@ -1,0 +1,276 @@
+"""Sending DTDL commands to machines over MQTT v5 request/response (paho-mqtt).
+
+Wire contract: a command is published with QoS 1 to ``twins/{twinId}/commands/{command}``
+with the JSON payload ``{"request": <value or null>}`` and the MQTT v5 properties
+ResponseTopic ``{response_prefix}/{client_id}`` and CorrelationData (16 random bytes).
+The machine answers on that ResponseTopic with the same CorrelationData and
+``{"status": 200, "response": <value>}`` or ``{"status": 4xx/5xx, "error": "..."}``.
+
+Failures come back as replies (see :mod:`twinforge.ingest.command_reply`): 503 when the
+broker is not reachable, 504 when no reply came in time, 502 when only unusable replies
+came. Unusable replies (not JSON, wrong shape, unknown or missing correlation) are counted
+in :attr:`MqttCommandTransport.ignored` and otherwise ignored, so a later good reply still
+counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import threading
+import uuid
+from collections import Counter
+from typing import Any, Self
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from twinforge.ingest.command_reply import (
+    BAD_GATEWAY,
+    GATEWAY_TIMEOUT,
+    UNAVAILABLE,
+    CommandReply,
+    InvalidCommandReply,
+)
+
+__all__ = ["COMMAND_TOPIC", "MqttCommandTransport"]
+
+log = logging.getLogger(__name__)
+
+COMMAND_TOPIC = "twins/{twin_id}/commands/{command}"
+#: Replies larger than this are ignored unread.
+MAX_REPLY_BYTES = 1024 * 1024
+#: Longest twin id or command name put into a topic.
+MAX_TOPIC_LEVEL_CHARS = 1024
+_TOPIC_UNSAFE = ("/", "+", "#", "\x00")
+
+# Ignored-reply reasons, the keys of MqttCommandTransport.ignored.
+UNEXPECTED_TOPIC = "unexpectedTopic"
+OVERSIZE = "oversize"
+NO_CORRELATION = "noCorrelation"
+UNKNOWN_CORRELATION = "unknownCorrelation"
+MALFORMED = "malformed"
+
+
+class MqttCommandTransport:
+    """A :class:`~twinforge.runtime.commands.CommandTransport` over one MQTT connection.
+
+    Call :meth:`start` (or use ``with``) before sending; :meth:`send` may then be awaited
+    from any event loop, concurrently. The connection is re-established in the background
+    when it drops; commands sent meanwhile get a 503 reply rather than being queued, as a
+    command delivered late could start a machine nobody expects to move.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 1883,
+        client_id: str | None = None,
+        response_prefix: str = "twinforge/responses",
+        *,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
+    ) -> None:
+        self.host, self.port = host, port
+        self.client_id = client_id or f"twinforge-commands-{uuid.uuid4().hex[:12]}"
+        _check_topic_text("client_id", self.client_id, allow_slash=False)
+        _check_topic_text("response_prefix", response_prefix, allow_slash=True)
+        self.response_topic = f"{response_prefix}/{self.client_id}"
+        self.max_reply_bytes = max_reply_bytes
+        #: Replies ignored so far, by reason (``malformed``, ``unknownCorrelation``, ...).
+        self.ignored: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        # Correlation data → (loop, future, last unusable-reply reason) of a waiting send.
+        self._waiting: dict[bytes, _Waiter] = {}
+        self._ready = threading.Event()
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.reconnect_delay_set(min_delay=0.1, max_delay=5)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> Self:
+        """Connect (retrying in the background) and return once replies can arrive."""
+        # A clean session each time: replies to commands of an earlier session are of no
+        # use, their senders have already been told 504.
+        self._client.connect_async(self.host, self.port, clean_start=True)
+        self._client.loop_start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise ConnectionError(
+                f"MQTT broker {self.host}:{self.port} not reachable in {timeout:g} s"
+            )
+        return self
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._ready.clear()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the transport is connected and subscribed to its response topic."""
+        return self._ready.is_set()
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def send(
+        self, twin_id: str, command: str, request: Any, *, timeout: float
+    ) -> CommandReply:
+        """Publish one command and wait up to ``timeout`` seconds for its reply.
+
+        Raises ``ValueError`` for a twin id or command name a topic cannot carry, or a
+        request that is not JSON; every other failure is a reply (502, 503, 504).
+        """
+        _check_topic_text("twin_id", twin_id, allow_slash=False)
+        _check_topic_text("command", command, allow_slash=False)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise ValueError(f"timeout: must be a number of seconds, not {timeout!r}")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"timeout: must be positive and finite, not {timeout!r}")
+        try:
+            payload = json.dumps({"request": request}, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as error:
+            raise ValueError(f"request: not a JSON value ({error})") from None
+        if not self._ready.is_set():
+            return CommandReply(
+                UNAVAILABLE, error=f"not connected to the MQTT broker {self.host}:{self.port}"
+            )
+        loop = asyncio.get_running_loop()
+        correlation = uuid.uuid4().bytes
+        waiter = _Waiter(loop, loop.create_future())
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.ResponseTopic = self.response_topic
+        properties.CorrelationData = correlation
+        # The broker drops it once nobody waits for its reply any more.
+        properties.MessageExpiryInterval = max(1, math.ceil(timeout))
+        topic = COMMAND_TOPIC.format(twin_id=twin_id, command=command)
+        with self._lock:
+            self._waiting[correlation] = waiter
+        try:
+            info = self._client.publish(topic, payload, qos=1, properties=properties)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return CommandReply(
+                    UNAVAILABLE, error=f"publish failed: {mqtt.error_string(info.rc)}"
+                )
+            try:
+                return await asyncio.wait_for(waiter.future, timeout)
+            except TimeoutError:
+                if waiter.unusable is not None:
+                    return CommandReply(
+                        BAD_GATEWAY, error=f"the machine's reply was unusable: {waiter.unusable}"
+                    )
+                return CommandReply(GATEWAY_TIMEOUT, error=f"no reply within {timeout:g} s")
+        finally:
+            with self._lock:
+                self._waiting.pop(correlation, None)
+
+    # -- paho callbacks (its network thread) ------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("MQTT connect to %s:%d refused: %s", self.host, self.port, reason)
+            return
+        client.subscribe(self.response_topic, qos=1)
+
+    def _on_subscribe(
+        self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: Any, _props: Any
+    ) -> None:
+        if any(reason.is_failure for reason in reasons):
+            log.error("subscribing to %r refused: %s", self.response_topic, reasons)
+            return
+        self._ready.set()
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        self._ready.clear()
+        if reason.is_failure:
+            log.warning(
+                "MQTT connection to %s:%d lost (%s); reconnecting", self.host, self.port, reason
+            )
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            self._take_reply(message)
+        except Exception:  # one bad reply must never stop the network thread
+            log.exception("handling a command reply on %r failed", message.topic)
+            self._ignore(MALFORMED)
+
+    def _take_reply(self, message: mqtt.MQTTMessage) -> None:
+        if message.topic != self.response_topic:
+            self._ignore(UNEXPECTED_TOPIC)
+            return
+        if len(message.payload) > self.max_reply_bytes:
+            self._ignore(OVERSIZE)
+            return
+        correlation = getattr(message.properties, "CorrelationData", None)
+        if not correlation:
+            self._ignore(NO_CORRELATION)
+            return
+        with self._lock:
+            waiter = self._waiting.get(bytes(correlation))
+        if waiter is None:  # a late reply, or one meant for somebody else
+            self._ignore(UNKNOWN_CORRELATION)
+            return
+        try:
+            reply = CommandReply.from_json(message.payload)
+        except (InvalidCommandReply, RecursionError) as error:
+            self._ignore(MALFORMED)
+            waiter.unusable = str(error)[:300]
+            log.warning("ignored an unusable command reply: %s", waiter.unusable)
+            return
+        # RuntimeError: the sender's loop has closed, so nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            waiter.loop.call_soon_threadsafe(_resolve, waiter.future, reply)
+
+    def _ignore(self, reason: str) -> None:
+        with self._lock:
+            self.ignored[reason] += 1
+
+
+class _Waiter:
+    __slots__ = ("future", "loop", "unusable")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[CommandReply]
+    ) -> None:
+        self.loop = loop
+        self.future = future
+        self.unusable: str | None = None
+
+
+def _resolve(future: asyncio.Future[CommandReply], reply: CommandReply) -> None:
+    if not future.done():  # it may have timed out meanwhile
+        future.set_result(reply)
+
+
+def _check_topic_text(name: str, value: Any, *, allow_slash: bool) -> None:
+    """Refuse text that would change the topic it is put into."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name}: must be a non-empty string")
+    if len(value) > MAX_TOPIC_LEVEL_CHARS:
+        raise ValueError(f"{name}: longer than {MAX_TOPIC_LEVEL_CHARS} characters")
+    unsafe = [c for c in _TOPIC_UNSAFE if c in value and (c != "/" or not allow_slash)]
+    if unsafe:
+        raise ValueError(f"{name}: {', '.join(map(repr, unsafe))} cannot appear in an MQTT topic")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{name}: not valid UTF-8 text") from None

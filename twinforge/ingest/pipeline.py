@@ -1,0 +1,282 @@
+"""The ingest pipeline: validate, dead-letter, batch per asset host, confirm durability.
+
+Transports call :meth:`IngestPipeline.offer` from their own threads. Accepted values are
+grouped per asset host and sent in batches by one sender thread; each message's future
+completes once its batch is in the host's write-ahead log, and only then does the
+transport acknowledge the message to the broker or server. A failed send is retried
+(the batch is kept) until it succeeds, so nothing accepted is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from twinforge.actors.write_ahead_log import PROPERTIES as LOG_PROPERTIES
+from twinforge.actors.write_ahead_log import TELEMETRY as LOG_TELEMETRY
+from twinforge.actors.write_ahead_log import Entry
+from twinforge.ingest.dead_letters import DeadLetterStore
+from twinforge.ingest.messages import BAD_TIMESTAMP, OUT_OF_ORDER, Rejection
+from twinforge.ingest.metrics import IngestMetrics
+from twinforge.ingest.validation import PROPERTIES, TELEMETRY, Refusal, TelemetryValidator
+
+log = logging.getLogger(__name__)
+
+
+class Router(Protocol):
+    """Where accepted values go (the actor fleet implements it)."""
+
+    def route(self, twin_id: str) -> int | None: ...
+
+    def send(self, host: int, entries: list[Entry]) -> Future[int]: ...
+
+
+@dataclass(slots=True)
+class _Batch:
+    host: int
+    entries: list[Entry] = field(default_factory=list)
+    futures: list[Future[bool]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # source times, for latency
+    transports: list[str] = field(default_factory=list)  # for the metrics
+    attempts: int = 0
+
+
+class IngestPipeline:
+    """Implements :class:`twinforge.ingest.messages.Intake` on top of an asset fleet.
+
+    ``out_of_order_s``: a value older than its twin's newest accepted source time by
+    more than this is refused (``outOfOrder``); ``future_skew_s``: a source time further
+    ahead of this machine's clock is refused (``badTimestamp``).
+    """
+
+    def __init__(
+        self,
+        validator: TelemetryValidator,
+        router: Router,
+        dead_letters: DeadLetterStore,
+        metrics: IngestMetrics | None = None,
+        *,
+        max_batch: int = 2000,
+        max_delay_s: float = 0.005,
+        out_of_order_s: float = 300.0,
+        future_skew_s: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.validator = validator
+        self.router = router
+        self.dead_letters = dead_letters
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_s
+        self.out_of_order_s = out_of_order_s
+        self.future_skew_s = future_skew_s
+        self.clock = clock
+        self.accepted = 0
+        self.rejected = 0
+        self._newest: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._batches: dict[int, _Batch] = {}
+        self._retry: list[tuple[float, _Batch]] = []
+        self._letters: list[tuple[Rejection, Future[bool]]] = []
+        self._in_flight = 0
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="ingest-sender", daemon=True)
+        self._thread.start()
+
+    # -- Intake --------------------------------------------------------------------
+
+    def offer(
+        self,
+        twin_id: str,
+        values: dict[str, Any],
+        *,
+        component: str | None = None,
+        source_time: float | None = None,
+        origin: str = "",
+        payload: bytes = b"",
+        kind: str = TELEMETRY,
+    ) -> Future[bool]:
+        future: Future[bool] = Future()
+        now = self.clock()
+        transport = origin.partition(":")[0] or "unknown"
+        if self.metrics is not None:
+            self.metrics.received(transport)
+        refusal = self.validator.check(twin_id, values, component=component, kind=kind)
+        ts = now if source_time is None else source_time
+        if refusal is None:
+            refusal = self._check_time(twin_id, ts, now)
+        host = self.router.route(twin_id) if refusal is None else None
+        if refusal is not None or host is None:
+            reason, field_name, message = (
+                (refusal.reason, refusal.field, refusal.message)
+                if refusal is not None
+                else ("unknownTwin", None, f"twin {twin_id!r} has no asset host")
+            )
+            rejection = Rejection(reason, message, origin, now, payload, twin_id, field_name)
+            self._dead_letter(rejection, future)
+            return future
+        fields = values if component is None else {f"{component}/{n}": v for n, v in values.items()}
+        entry = (twin_id, LOG_PROPERTIES if kind == PROPERTIES else LOG_TELEMETRY, fields, ts, now)
+        with self._lock:
+            batch = self._batches.get(host)
+            if batch is None:
+                batch = self._batches[host] = _Batch(host)
+            batch.entries.append(entry)
+            batch.futures.append(future)
+            batch.times.append(ts)
+            batch.transports.append(transport)
+            if len(batch.entries) >= self.max_batch or len(self._batches) == 1:
+                self._wake.notify()
+        return future
+
+    def reject(self, rejection: Rejection) -> Future[bool]:
+        if self.metrics is not None:
+            self.metrics.received(rejection.origin.partition(":")[0] or "unknown")
+        future: Future[bool] = Future()
+        self._dead_letter(rejection, future)
+        return future
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Return once everything offered so far is durable or dead-lettered."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._wake.notify()
+            while self._batches or self._retry or self._letters or self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"ingest did not drain within {timeout} s")
+                self._wake.wait(min(left, 0.01))
+
+    def close(self, timeout: float = 30.0) -> None:
+        try:
+            self.drain(timeout)
+        finally:
+            with self._lock:
+                self._closing = True
+                self._wake.notify()
+            self._thread.join(timeout)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _check_time(self, twin_id: str, ts: float, now: float) -> Refusal | None:
+        if ts > now + self.future_skew_s:
+            return Refusal(BAD_TIMESTAMP, "$ts", f"source time {ts} is ahead of now ({now})")
+        newest = self._newest.get(twin_id)
+        if newest is not None and ts < newest - self.out_of_order_s:
+            return Refusal(
+                OUT_OF_ORDER,
+                "$ts",
+                f"source time {ts} is {newest - ts:.1f} s older than the newest accepted "
+                f"value (window {self.out_of_order_s} s)",
+            )
+        if newest is None or ts > newest:
+            self._newest[twin_id] = ts
+        return None
+
+    def _dead_letter(self, rejection: Rejection, future: Future[bool]) -> None:
+        with self._lock:
+            self._letters.append((rejection, future))
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not (self._closing or self._letters or self._due_retry() or self._batches):
+                    self._wake.wait(self._retry_wait())
+                if self._closing and not (self._batches or self._letters or self._retry):
+                    return
+                # Let the batches fill for max_delay_s unless one is already full.
+                if self._batches and not self._letters and self._fullest() < self.max_batch:
+                    self._wake.wait(self.max_delay_s)
+                batches = list(self._batches.values())
+                self._batches.clear()
+                letters, self._letters = self._letters, []
+                now = time.monotonic()
+                due = [b for at, b in self._retry if at <= now]
+                self._retry = [(at, b) for at, b in self._retry if at > now]
+                self._in_flight += len(batches) + len(due) + bool(letters)
+            if letters:
+                self._write_letters(letters)
+            for batch in batches + due:
+                self._send(batch)
+
+    def _fullest(self) -> int:
+        return max(len(batch.entries) for batch in self._batches.values())
+
+    def _due_retry(self) -> bool:
+        now = time.monotonic()
+        return any(at <= now for at, _ in self._retry)
+
+    def _retry_wait(self) -> float | None:
+        if not self._retry:
+            return None
+        return max(0.0, min(at for at, _ in self._retry) - time.monotonic())
+
+    def _send(self, batch: _Batch) -> None:
+        try:
+            sent = self.router.send(batch.host, batch.entries)
+        except Exception as error:
+            self._failed(batch, error)
+            return
+        sent.add_done_callback(lambda done: self._sent(batch, done))
+
+    def _sent(self, batch: _Batch, done: Future[int]) -> None:
+        error = done.exception()
+        if error is not None:
+            self._failed(batch, error)
+            return
+        now = self.clock()
+        for future in batch.futures:
+            future.set_result(True)
+        if self.metrics is not None:
+            for transport, count in Counter(batch.transports).items():
+                self.metrics.accepted(transport, count)
+            self.metrics.latency([now - t for t in batch.times])
+        with self._lock:
+            self.accepted += len(batch.entries)
+            self._in_flight -= 1
+            self._wake.notify_all()
+
+    def _failed(self, batch: _Batch, error: BaseException) -> None:
+        batch.attempts += 1
+        delay = min(5.0, 0.05 * 2 ** min(batch.attempts, 7))
+        log.warning(
+            "asset host %d: batch of %d failed (%s); retry in %.2f s",
+            batch.host,
+            len(batch.entries),
+            error,
+            delay,
+        )
+        with self._lock:
+            self._retry.append((time.monotonic() + delay, batch))
+            self._in_flight -= 1
+            self._wake.notify_all()
+
+    def _write_letters(self, letters: list[tuple[Rejection, Future[bool]]]) -> None:
+        rejections = [rejection for rejection, _ in letters]
+        while True:
+            try:
+                self.dead_letters.add_many(rejections)
+                break
+            except Exception:  # the store must not lose refusals either: retry
+                log.exception("dead-letter store write failed; retrying")
+                time.sleep(0.5)
+        for rejection, future in letters:
+            if self.metrics is not None:
+                self.metrics.rejected(
+                    rejection.origin.partition(":")[0] or "unknown", rejection.reason
+                )
+            future.set_result(False)
+        with self._lock:
+            self.rejected += len(letters)
+            self._in_flight -= 1
+            self._wake.notify_all()
