@@ -22,7 +22,8 @@ app = typer.Typer(
         "types, a twin graph holds the plant, live asset actors hold telemetry and commands, "
         "and a GraphQL API serves it all.\n\n"
         "models: check DTDL model files before loading them. graph: import into and query "
-        "the twin graph (embedded FalkorDB unless TWINFORGE_GRAPH_URL names a server)."
+        "the twin graph (embedded FalkorDB unless TWINFORGE_GRAPH_URL names a server). "
+        "serve: run the server: live asset actors on Ray fed by MQTT and OPC UA."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -229,6 +230,64 @@ def graph_query(
         except TwinServiceError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
+
+
+@app.command("serve")
+def serve(
+    plant: Annotated[
+        Path | None,
+        typer.Option(
+            "--import",
+            exists=True,
+            dir_okay=False,
+            help="Import this ADT import-job NDJSON file (models, twins, relationships) first.",
+        ),
+    ] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option(help="Stop after this many seconds (default: run until Ctrl-C)."),
+    ] = None,
+    dashboard: Annotated[bool, typer.Option(help="Start the Ray dashboard.")] = True,
+) -> None:
+    """Run the server: the twin graph, an asset actor per twin on Ray, MQTT (and OPC UA)
+    ingest, commands and metrics. Configured by TWINFORGE_* variables; every service not
+    configured is embedded."""
+    import signal
+    import time
+
+    from twinforge.runtime.twin_service import import_ndjson
+    from twinforge.server import TwinServer
+
+    server = TwinServer(dashboard=dashboard)
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        if plant is not None:
+            with _twin_service() as service, plant.open(encoding="utf-8") as lines:
+                report = import_ndjson(service, lines)
+            typer.echo(
+                f"imported {plant}: {report.models} models, {report.twins} twins, "
+                f"{report.relationships} relationships, {len(report.errors)} lines refused"
+            )
+        server.start()
+        endpoints = server.endpoints
+        assert endpoints is not None
+        typer.echo(f"MQTT broker:    {endpoints.mqtt}")
+        typer.echo(f"Metrics:        {endpoints.metrics}")
+        typer.echo(f"Ray dashboard:  {endpoints.dashboard or 'off'}")
+        if endpoints.opcua:
+            typer.echo(f"OPC UA:         {endpoints.opcua}")
+        typer.echo(f"ready: {json.dumps(server.status())}", err=False)
+        deadline = None if duration is None else time.monotonic() + duration
+        while not stop["now"] and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        status = server.status() if server.pipeline is not None else {}
+        server.stop()
+        if status:
+            typer.echo(f"stopped: {json.dumps(status)}")
 
 
 @contextlib.contextmanager

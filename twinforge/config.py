@@ -28,6 +28,34 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".twinforge")
     """Directory for the embedded services' data, write-ahead logs and caches."""
 
+    mqtt_mappings: Path | None = None
+    """JSON list of topic mappings for telemetry outside ``twins/{id}/telemetry``."""
+
+    opcua_url: str | None = None
+    """OPC UA server (``opc.tcp://host:port``) to subscribe to and command. None: none."""
+
+    opcua_mappings: Path | None = None
+    """JSON list of OPC UA node mappings; None discovers them by the plant convention."""
+
+    safety_policy: Path | None = None
+    """Safety policy for commands (JSON). None: roles only (operators and up may command;
+    DTDL request schemas still apply)."""
+
+    alarm_rules: Path | None = None
+    """Threshold alarm rules (JSON list) that the asset actors evaluate on telemetry."""
+
+    assets_per_host: int = 100
+    """Assets hosted per Ray actor process (each process costs about 100 MB)."""
+
+    ray_address: str | None = None
+    """Ray cluster to join (``host:port``); None starts a local one."""
+
+    dashboard_port: int = 8265
+    """Ray dashboard port of a local cluster."""
+
+    metrics_port: int = 9464
+    """Prometheus metrics port (0: any free port)."""
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

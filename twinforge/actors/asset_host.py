@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from twinforge.actors.alarms import AlarmRule
+from twinforge.actors.alarms import Alarm, AlarmRule
 from twinforge.actors.asset import Asset
 from twinforge.actors.write_ahead_log import PROPERTIES, TELEMETRY, Entry, WriteAheadLog
 from twinforge.runtime.history import BatchingWriter, HistoryPoint, open_history_store
@@ -205,9 +205,9 @@ class AssetHost:
         times, values = buffer.last(n)
         return {"times": times.tolist(), "values": values.tolist()}
 
-    def active_alarms(self, twin_id: str) -> list[dict[str, Any]]:
+    def active_alarms(self, twin_id: str) -> list[Alarm]:
         asset = self.assets.get(twin_id)
-        return [] if asset is None else asset.snapshot()["alarms"]
+        return [] if asset is None else list(asset.alarms.values())
 
     def stats(self) -> dict[str, Any]:
         """Who and where this host is, and what it holds (for placement and benchmarks)."""

@@ -9,14 +9,20 @@ are retried by Ray, so a caller that waited for ``ingest`` never loses what it s
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
+# Under `uv run`, Ray would re-package this checkout for every worker; the workers use
+# the same environment anyway. Read when Ray is imported, so set before.
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
 import ray
 from ray.actor import ActorHandle
 
+from twinforge.actors.alarms import Alarm
 from twinforge.actors.asset_host import AssetHost, HostConfig
 from twinforge.actors.directory import AssetDirectory
 from twinforge.actors.write_ahead_log import Entry
@@ -84,7 +90,7 @@ class AssetFleet:
     def series(self, twin_id: str, field_path: str, n: int | None = None) -> dict[str, list]:
         return self._call(twin_id, "series", twin_id, field_path, n) or {"times": [], "values": []}
 
-    def active_alarms(self, twin_id: str) -> list[dict[str, Any]]:
+    def active_alarms(self, twin_id: str) -> list[Alarm]:
         return self._call(twin_id, "active_alarms", twin_id) or []
 
     def stats(self) -> list[dict[str, Any]]:

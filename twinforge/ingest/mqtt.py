@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 MAX_PAYLOAD_BYTES = 256 * 1024
 CONVENTION_TOPICS = ("twins/+/telemetry", "twins/+/telemetry/+", "twins/+/properties")
 TIMESTAMP_KEY = "$ts"
+MQTT_5 = mqtt.MQTTv5
+#: The embedded broker (amqtt) speaks MQTT 3.1.1 only.
+MQTT_3_1_1 = mqtt.MQTTv311
 
 
 class TopicMapping(BaseModel):
@@ -103,6 +106,7 @@ class MqttIngest:
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         session_expiry_s: int = 24 * 3600,
         receive_maximum: int = 65535,
+        protocol: int = MQTT_5,
     ) -> None:
         self.intake = intake
         self.host, self.port = host, port
@@ -112,29 +116,40 @@ class MqttIngest:
         self.acknowledged = 0
         self.connected = threading.Event()
         self.client_id = client_id or f"twinforge-ingest-{uuid.uuid4().hex[:8]}"
+        self.protocol = protocol
+        v5 = protocol == mqtt.MQTTv5
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=protocol,
             manual_ack=True,
+            # MQTT 3.1.1 (the embedded broker speaks only that): a persistent session
+            clean_session=None if v5 else False,
         )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(min_delay=0.1, max_delay=5)
         self._client.max_queued_messages_set(0)
-        self._connect_properties = Properties(PacketTypes.CONNECT)
-        # A persistent session: the broker queues QoS 1 messages while we are away.
-        self._connect_properties.SessionExpiryInterval = session_expiry_s
-        # Let the broker send many unacknowledged messages: acks wait for durability.
-        self._connect_properties.ReceiveMaximum = receive_maximum
+        self._connect_properties: Properties | None = None
+        if v5:
+            self._connect_properties = Properties(PacketTypes.CONNECT)
+            # A persistent session: the broker queues QoS 1 messages while we are away.
+            self._connect_properties.SessionExpiryInterval = session_expiry_s
+            # Let the broker send many unacknowledged messages: acks wait for durability.
+            # (MQTT 3.1.1 has no such setting: the broker's own limit applies, 20 in
+            # Mosquitto's default configuration.)
+            self._connect_properties.ReceiveMaximum = receive_maximum
         self._lock = threading.Lock()
 
     def start(self, timeout: float = 10.0) -> MqttIngest:
         """Connect (retrying in the background) and return once subscribed."""
-        self._client.connect_async(
-            self.host, self.port, clean_start=False, properties=self._connect_properties
-        )
+        if self._connect_properties is None:
+            self._client.connect_async(self.host, self.port)
+        else:
+            self._client.connect_async(
+                self.host, self.port, clean_start=False, properties=self._connect_properties
+            )
         self._client.loop_start()
         if not self.connected.wait(timeout):
             self.stop()
