@@ -116,15 +116,17 @@ class TwinServer:
             if settings.mqtt_mappings
             else []
         )
+        # The embedded broker (amqtt) speaks MQTT 3.1.1 only; real brokers get MQTT 5.
+        protocol = MQTT_3_1_1 if self.broker is not None else MQTT_5
         self.mqtt = MqttIngest(
             self.pipeline,
             host,
             port,
             client_id=MQTT_CLIENT_ID,
             mappings=mappings,
-            protocol=MQTT_3_1_1 if self.broker is not None else MQTT_5,
+            protocol=protocol,
         ).start()
-        self._mqtt_commands = MqttCommandTransport(host, port).start()
+        self._mqtt_commands = MqttCommandTransport(host, port, protocol=protocol).start()
         if settings.opcua_url:
             self._start_opcua(settings.opcua_url)
         policy = (

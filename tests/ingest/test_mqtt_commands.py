@@ -1,8 +1,9 @@
-"""MQTT command transport against the real Mosquitto (127.0.0.1:1883).
+"""MQTT command transport against the real Mosquitto (127.0.0.1:1883), in MQTT v5 and 3.1.1.
 
 The machine is a paho client written here that follows the wire contract: it reads
 ``twins/{twinId}/commands/{command}`` and answers on the ResponseTopic with the same
-CorrelationData.
+CorrelationData (v5), or on the payload's ``responseTopic`` with its ``correlationId`` in
+the reply (3.1.1).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class Received:
 
 
 # What the machine sends back for one command: a list of (payload bytes, correlation data)
-# messages to publish on the response topic.
+# messages to publish on the response topic; the correlation data goes out as the v5
+# property (a 3.1.1 machine has none to send, its script puts it into the payload).
 Script = Callable[[Received], list[tuple[bytes, bytes | None]]]
 
 
@@ -46,10 +48,19 @@ def echo(received: Received) -> list[tuple[bytes, bytes | None]]:
     return [(json.dumps(body).encode(), received.correlation)]
 
 
+def echo_in_payload(received: Received) -> list[tuple[bytes, bytes | None]]:
+    body = {
+        "status": 200,
+        "response": {"echo": received.payload["request"]},
+        "correlationId": received.correlation.hex(),
+    }
+    return [(json.dumps(body).encode(), None)]
+
+
 class Machine:
     """A device on MQTT answering every command of its twins with ``script``."""
 
-    def __init__(self, twin: str, script: Script = echo) -> None:
+    def __init__(self, twin: str, script: Script = echo, protocol: int = mqtt.MQTTv5) -> None:
         self.script = script
         self.received: list[Received] = []
         self._twin = twin
@@ -57,8 +68,9 @@ class Machine:
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=f"test-machine-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5,
+            protocol=protocol,
         )
+        self._v5 = protocol == mqtt.MQTTv5
         self._client.on_connect = lambda c, *_: c.subscribe(f"twins/{twin}/commands/+", qos=1)
         self._client.on_subscribe = lambda *_: self._ready.set()
         self._client.on_message = self._on_message
@@ -74,17 +86,17 @@ class Machine:
         self._client.loop_stop()
 
     def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        received = Received(
-            message.topic,
-            json.loads(message.payload),
-            message.qos,
-            message.properties.ResponseTopic,
-            message.properties.CorrelationData,
-        )
+        payload = json.loads(message.payload)
+        if self._v5:
+            route = (message.properties.ResponseTopic, message.properties.CorrelationData)
+        else:
+            route = (payload["responseTopic"], bytes.fromhex(payload["correlationId"]))
+        received = Received(message.topic, payload, message.qos, *route)
         self.received.append(received)
         for body, correlation in self.script(received):
-            properties = Properties(PacketTypes.PUBLISH)
-            if correlation is not None:
+            properties = None
+            if self._v5 and correlation is not None:
+                properties = Properties(PacketTypes.PUBLISH)
                 properties.CorrelationData = correlation
             client.publish(received.response_topic, body, qos=1, properties=properties)
 
@@ -108,17 +120,83 @@ def test_round_trip_follows_the_wire_contract(twin: str, transport: MqttCommandT
     assert reply == CommandReply(200, {"echo": 1.5})
     assert none == CommandReply(200, {"echo": None})
     first, second = machine.received
+    # The reply route is in the payload too, for devices that cannot read v5 properties.
     assert (first.topic, first.payload, first.qos) == (
         f"twins/{twin}/commands/setSpeed",
-        {"request": 1.5},
+        {
+            "request": 1.5,
+            "responseTopic": transport.response_topic,
+            "correlationId": first.correlation.hex(),
+        },
         1,
     )
-    assert second.payload == {"request": None}
+    assert second.payload["request"] is None
     assert first.response_topic == transport.response_topic
     assert transport.response_topic.startswith("test/")
     assert transport.response_topic.endswith(f"/{transport.client_id}")
     assert len(first.correlation) == 16 and first.correlation != second.correlation
     assert transport.ignored == {}
+
+
+def test_v5_replies_may_carry_the_correlation_in_the_payload(
+    twin: str, transport: MqttCommandTransport
+) -> None:
+    with Machine(twin, echo_in_payload):
+        reply = asyncio.run(transport.send(twin, "setSpeed", 2, timeout=5))
+    assert reply == CommandReply(200, {"echo": 2})
+    assert transport.ignored == {}
+
+
+@pytest.fixture
+def transport_311() -> Iterator[MqttCommandTransport]:
+    with MqttCommandTransport(
+        *BROKER, response_prefix=f"test/{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv311
+    ) as t:
+        yield t
+
+
+def test_mqtt_311_round_trips_use_the_payload_form(
+    twin: str, transport_311: MqttCommandTransport
+) -> None:
+    async def many() -> list[CommandReply]:
+        return await asyncio.gather(
+            *(transport_311.send(twin, "setSpeed", n, timeout=5) for n in range(20))
+        )
+
+    with Machine(twin, echo_in_payload, protocol=mqtt.MQTTv311) as machine:
+        replies = asyncio.run(many())
+    assert [reply.response for reply in replies] == [{"echo": n} for n in range(20)]
+    first = machine.received[0]
+    assert first.response_topic == transport_311.response_topic
+    assert set(first.payload) == {"request", "responseTopic", "correlationId"}
+    assert transport_311.ignored == {}
+
+
+def test_mqtt_311_unusable_replies_are_counted_and_ignored(
+    twin: str, transport_311: MqttCommandTransport
+) -> None:
+    def garbage_first(received: Received) -> list[tuple[bytes, bytes | None]]:
+        mine = received.correlation.hex()
+
+        def body(**fields: Any) -> bytes:
+            return json.dumps(fields).encode()
+
+        return [
+            (b"not json", None),  # whose reply? nobody can tell
+            (body(status=200), None),  # no correlationId
+            (body(status=200, correlationId="zz"), None),  # not hex
+            (body(status=200, correlationId=uuid.uuid4().hex), None),  # somebody else's
+            (body(status="200", correlationId=mine), None),
+            (body(status=409, error="door open", correlationId=mine), None),
+        ]
+
+    with Machine(twin, garbage_first, protocol=mqtt.MQTTv311):
+        reply = asyncio.run(transport_311.send(twin, "start", None, timeout=5))
+        deadline = time.monotonic() + 5
+        while transport_311.ignored.total() < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert (reply.status, reply.error) == (409, "door open")
+    assert transport_311.ignored == {"malformed": 3, "noCorrelation": 1, "unknownCorrelation": 1}
 
 
 def test_error_replies_pass_through(twin: str, transport: MqttCommandTransport) -> None:
@@ -237,6 +315,8 @@ def test_bad_timeouts_and_settings_are_refused(transport: MqttCommandTransport) 
         MqttCommandTransport(*BROKER, client_id="a#")
     with pytest.raises(ValueError, match="response_prefix: '\\+' cannot appear"):
         MqttCommandTransport(*BROKER, response_prefix="x/+")
+    with pytest.raises(ValueError, match="protocol: must be paho"):
+        MqttCommandTransport(*BROKER, protocol=mqtt.MQTTv31)
 
 
 def test_unconnected_transport_answers_unavailable() -> None:

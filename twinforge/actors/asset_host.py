@@ -56,10 +56,9 @@ class AssetHost:
     def __init__(self, host_id: int, config: HostConfig, assets: dict[str, str] | None = None):
         self.host_id = host_id
         self.config = config
-        self._wal = WriteAheadLog(
-            config.data_dir / "actors" / f"host-{host_id:04d}.sqlite3",
-            synchronous=config.synchronous,
-        )
+        wal_path = config.data_dir / "actors" / f"host-{host_id:04d}.sqlite3"
+        first_start = not wal_path.exists()
+        self._wal = WriteAheadLog(wal_path, synchronous=config.synchronous)
         self.assets: dict[str, Asset] = {}
         self._history_due: dict[tuple[str, str], float] = {}
         self._pending_properties: dict[str, dict[str, Any]] = {}
@@ -68,7 +67,9 @@ class AssetHost:
         self._last_checkpoint = time.monotonic()
         self._batches_since_checkpoint = 0
         self.replayed = self._recover()
-        if assets:
+        if assets and first_start:
+            # Only on a first start: Ray re-runs __init__ with the same arguments after a
+            # crash, and the log (not these) says what the host owns by then.
             self.add_assets(assets)
 
     def __repr__(self) -> str:

@@ -26,6 +26,7 @@ from twinforge.actors.alarms import Alarm
 from twinforge.actors.asset_host import AssetHost, HostConfig
 from twinforge.actors.directory import AssetDirectory
 from twinforge.actors.write_ahead_log import Entry
+from twinforge.runtime.history import open_history_store
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ class AssetFleet:
             raise RuntimeError("AssetFleet needs Ray: call ray.init() first")
         self.config = replace(config, data_dir=config.data_dir.resolve())
         self.namespace = namespace
+        # The hosts share one history store: create it (file, WAL mode, tables) here, once,
+        # or their first writes race to create it and SQLite answers "database is locked".
+        open_history_store(self.config.history_url, self.config.data_dir).close()
         self.directory = AssetDirectory(
             self.config.data_dir / "actors" / "directory.sqlite3", assets_per_host
         )
@@ -66,7 +70,7 @@ class AssetFleet:
         by_host: dict[int, dict[str, str]] = {}
         for twin_id, model_id in assets.items():
             by_host.setdefault(self.directory.host_of(twin_id) or 0, {})[twin_id] = model_id
-        ray.get([self._handle(h).add_assets.remote(a) for h, a in by_host.items()])
+        ray.get([self._handle(h, a).add_assets.remote(a) for h, a in by_host.items()])
 
     def remove(self, twin_ids: Sequence[str]) -> None:
         removed = self.directory.remove(twin_ids)
@@ -122,7 +126,9 @@ class AssetFleet:
             return None
         return ray.get(getattr(self._handle(host), method).remote(*args))
 
-    def _handle(self, host: int) -> ActorHandle:
+    def _handle(self, host: int, assets: dict[str, str] | None = None) -> ActorHandle:
+        """The host's actor, created (with ``assets``: Ray shows the repr that __init__
+        leaves, and only that one, as the actor's name) if it is not running."""
         handle = self._handles.get(host)
         if handle is None:
             handle = _RemoteHost.options(
@@ -133,6 +139,6 @@ class AssetFleet:
                 max_task_retries=-1,
                 num_cpus=0,  # hosts wait on I/O; CPUs stay free for ingest and models
                 scheduling_strategy="SPREAD",
-            ).remote(host, self.config)
+            ).remote(host, self.config, assets)
             self._handles[host] = handle
         return handle

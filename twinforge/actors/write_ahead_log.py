@@ -23,7 +23,8 @@ TELEMETRY = "t"
 PROPERTIES = "p"
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (seq INTEGER PRIMARY KEY, entries TEXT NOT NULL);
+-- AUTOINCREMENT: a number is never reused once a checkpoint has emptied the table.
+CREATE TABLE IF NOT EXISTS batches (seq INTEGER PRIMARY KEY AUTOINCREMENT, entries TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS assets (twin_id TEXT PRIMARY KEY, model_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoint (
     id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, state BLOB NOT NULL
@@ -47,7 +48,10 @@ class WriteAheadLog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT coalesce(max(seq), 0) FROM batches").fetchone()
+        row = self._db.execute(
+            "SELECT max((SELECT coalesce(max(seq), 0) FROM batches),"
+            " (SELECT coalesce(max(seq), 0) FROM checkpoint))"
+        ).fetchone()
         self.last_seq: int = row[0]
 
     def append(self, entries: list[Entry]) -> int:

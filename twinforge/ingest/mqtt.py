@@ -107,6 +107,7 @@ class MqttIngest:
         session_expiry_s: int = 24 * 3600,
         receive_maximum: int = 65535,
         protocol: int = MQTT_5,
+        prefix: str = "",
     ) -> None:
         self.intake = intake
         self.host, self.port = host, port
@@ -117,6 +118,10 @@ class MqttIngest:
         self.connected = threading.Event()
         self.client_id = client_id or f"twinforge-ingest-{uuid.uuid4().hex[:8]}"
         self.protocol = protocol
+        if prefix and (not prefix.endswith("/") or any(c in prefix for c in "+#\0")):
+            raise ValueError(f"prefix: must end with '/' and hold no wildcards, got {prefix!r}")
+        #: Put before the convention topics (``site-a/twins/...``), to share a broker.
+        self.prefix = prefix
         v5 = protocol == mqtt.MQTTv5
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -127,6 +132,7 @@ class MqttIngest:
             clean_session=None if v5 else False,
         )
         self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(min_delay=0.1, max_delay=5)
@@ -176,8 +182,16 @@ class MqttIngest:
         if reason.is_failure:
             log.warning("MQTT connect to %s:%d refused: %s", self.host, self.port, reason)
             return
-        topics = list(CONVENTION_TOPICS) + [m.topic for m in self.mappings]
+        topics = [self.prefix + t for t in CONVENTION_TOPICS] + [m.topic for m in self.mappings]
         client.subscribe([(topic, 1) for topic in dict.fromkeys(topics)])
+
+    def _on_subscribe(
+        self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: Any, _props: Any
+    ) -> None:
+        # Connected means subscribed: a message published after start() returns arrives.
+        refused = [r for r in reasons if r.is_failure]
+        if refused:
+            log.warning("MQTT broker refused subscriptions: %s", refused)
         self.connected.set()
 
     def _on_disconnect(
@@ -262,7 +276,7 @@ class MqttIngest:
         )
 
     def _route(self, topic: str) -> tuple[str, str | None, str, TopicMapping | None] | None:
-        levels = topic.split("/")
+        levels = topic.removeprefix(self.prefix).split("/") if topic.startswith(self.prefix) else []
         if len(levels) >= 3 and levels[0] == "twins" and levels[1]:
             if levels[2] == "telemetry" and len(levels) <= 4:
                 component = levels[3] if len(levels) == 4 else None

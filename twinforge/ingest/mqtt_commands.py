@@ -1,10 +1,18 @@
-"""Sending DTDL commands to machines over MQTT v5 request/response (paho-mqtt).
+"""Sending DTDL commands to machines over MQTT request/response (paho-mqtt).
 
 Wire contract: a command is published with QoS 1 to ``twins/{twinId}/commands/{command}``
-with the JSON payload ``{"request": <value or null>}`` and the MQTT v5 properties
-ResponseTopic ``{response_prefix}/{client_id}`` and CorrelationData (16 random bytes).
-The machine answers on that ResponseTopic with the same CorrelationData and
-``{"status": 200, "response": <value>}`` or ``{"status": 4xx/5xx, "error": "..."}``.
+with the JSON payload ``{"request": <value or null>, "responseTopic": "...",
+"correlationId": "<hex>"}``: the response topic is ``{response_prefix}/{client_id}`` and
+the correlation 16 random bytes, in hex. The machine answers on that topic with
+``{"status": 200, "response": <value>, "correlationId": "<hex>"}`` or
+``{"status": 4xx/5xx, "error": "...", "correlationId": "<hex>"}``.
+
+That payload form is all MQTT 3.1.1 can carry (the embedded broker speaks only 3.1.1).
+Under MQTT v5 the request also carries the ResponseTopic and CorrelationData properties
+and a MessageExpiryInterval; a machine may answer either way, and a reply's
+CorrelationData property wins over its ``correlationId`` field. 3.1.1 has no message
+expiry, so there a command may reach a machine that reconnects late to a persistent
+session.
 
 Failures come back as replies (see :mod:`twinforge.ingest.command_reply`): 503 when the
 broker is not reachable, 504 when no reply came in time, 502 when only unusable replies
@@ -37,7 +45,13 @@ from twinforge.ingest.command_reply import (
     InvalidCommandReply,
 )
 
-__all__ = ["COMMAND_TOPIC", "MqttCommandTransport"]
+__all__ = [
+    "COMMAND_TOPIC",
+    "CORRELATION_KEY",
+    "RESPONSE_TOPIC_KEY",
+    "MqttCommandTransport",
+    "check_protocol",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +61,10 @@ MAX_REPLY_BYTES = 1024 * 1024
 #: Longest twin id or command name put into a topic.
 MAX_TOPIC_LEVEL_CHARS = 1024
 _TOPIC_UNSAFE = ("/", "+", "#", "\x00")
+#: Payload keys of the reply route, the only route MQTT 3.1.1 can carry.
+RESPONSE_TOPIC_KEY = "responseTopic"
+CORRELATION_KEY = "correlationId"
+_PROTOCOLS = frozenset({mqtt.MQTTv5, mqtt.MQTTv311})
 
 # Ignored-reply reasons, the keys of MqttCommandTransport.ignored.
 UNEXPECTED_TOPIC = "unexpectedTopic"
@@ -73,8 +91,10 @@ class MqttCommandTransport:
         response_prefix: str = "twinforge/responses",
         *,
         max_reply_bytes: int = MAX_REPLY_BYTES,
+        protocol: int = mqtt.MQTTv5,
     ) -> None:
         self.host, self.port = host, port
+        self.protocol = check_protocol(protocol)
         self.client_id = client_id or f"twinforge-commands-{uuid.uuid4().hex[:12]}"
         _check_topic_text("client_id", self.client_id, allow_slash=False)
         _check_topic_text("response_prefix", response_prefix, allow_slash=True)
@@ -87,7 +107,7 @@ class MqttCommandTransport:
         self._waiting: dict[bytes, _Waiter] = {}
         self._ready = threading.Event()
         self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
+            mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=self.protocol
         )
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
@@ -100,8 +120,11 @@ class MqttCommandTransport:
     def start(self, timeout: float = 10.0) -> Self:
         """Connect (retrying in the background) and return once replies can arrive."""
         # A clean session each time: replies to commands of an earlier session are of no
-        # use, their senders have already been told 504.
-        self._client.connect_async(self.host, self.port, clean_start=True)
+        # use, their senders have already been told 504. (3.1.1 clients are clean by default.)
+        if self.protocol == mqtt.MQTTv5:
+            self._client.connect_async(self.host, self.port, clean_start=True)
+        else:
+            self._client.connect_async(self.host, self.port)
         self._client.loop_start()
         if not self._ready.wait(timeout):
             self.stop()
@@ -142,8 +165,14 @@ class MqttCommandTransport:
             raise ValueError(f"timeout: must be a number of seconds, not {timeout!r}")
         if not (math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"timeout: must be positive and finite, not {timeout!r}")
+        correlation = uuid.uuid4().bytes
+        body = {
+            "request": request,
+            RESPONSE_TOPIC_KEY: self.response_topic,
+            CORRELATION_KEY: correlation.hex(),
+        }
         try:
-            payload = json.dumps({"request": request}, allow_nan=False)
+            payload = json.dumps(body, allow_nan=False)
         except (TypeError, ValueError, RecursionError) as error:
             raise ValueError(f"request: not a JSON value ({error})") from None
         if not self._ready.is_set():
@@ -151,13 +180,14 @@ class MqttCommandTransport:
                 UNAVAILABLE, error=f"not connected to the MQTT broker {self.host}:{self.port}"
             )
         loop = asyncio.get_running_loop()
-        correlation = uuid.uuid4().bytes
         waiter = _Waiter(loop, loop.create_future())
-        properties = Properties(PacketTypes.PUBLISH)
-        properties.ResponseTopic = self.response_topic
-        properties.CorrelationData = correlation
-        # The broker drops it once nobody waits for its reply any more.
-        properties.MessageExpiryInterval = max(1, math.ceil(timeout))
+        properties = None
+        if self.protocol == mqtt.MQTTv5:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.ResponseTopic = self.response_topic
+            properties.CorrelationData = correlation
+            # The broker drops it once nobody waits for its reply any more.
+            properties.MessageExpiryInterval = max(1, math.ceil(timeout))
         topic = COMMAND_TOPIC.format(twin_id=twin_id, command=command)
         with self._lock:
             self._waiting[correlation] = waiter
@@ -220,10 +250,11 @@ class MqttCommandTransport:
         if len(message.payload) > self.max_reply_bytes:
             self._ignore(OVERSIZE)
             return
-        correlation = getattr(message.properties, "CorrelationData", None)
+        correlation = getattr(getattr(message, "properties", None), "CorrelationData", None)
         if not correlation:
-            self._ignore(NO_CORRELATION)
-            return
+            correlation = self._payload_correlation(message.payload)
+            if correlation is None:
+                return
         with self._lock:
             waiter = self._waiting.get(bytes(correlation))
         if waiter is None:  # a late reply, or one meant for somebody else
@@ -239,6 +270,23 @@ class MqttCommandTransport:
         # RuntimeError: the sender's loop has closed, so nobody is waiting any more.
         with contextlib.suppress(RuntimeError):
             waiter.loop.call_soon_threadsafe(_resolve, waiter.future, reply)
+
+    def _payload_correlation(self, payload: bytes) -> bytes | None:
+        """The reply's ``correlationId`` field as bytes; None (counted) when it has none."""
+        try:
+            doc = json.loads(payload)
+        except (ValueError, RecursionError):
+            self._ignore(MALFORMED)  # not JSON: nobody can tell whose reply it is
+            return None
+        value = doc.get(CORRELATION_KEY) if isinstance(doc, dict) else None
+        if not value:
+            self._ignore(NO_CORRELATION)
+            return None
+        try:
+            return bytes.fromhex(value)
+        except (TypeError, ValueError):
+            self._ignore(MALFORMED)
+            return None
 
     def _ignore(self, reason: str) -> None:
         with self._lock:
@@ -259,6 +307,15 @@ class _Waiter:
 def _resolve(future: asyncio.Future[CommandReply], reply: CommandReply) -> None:
     if not future.done():  # it may have timed out meanwhile
         future.set_result(reply)
+
+
+def check_protocol(protocol: int) -> int:
+    """``protocol`` if it is ``paho.mqtt.client.MQTTv5`` or ``MQTTv311``, else ValueError."""
+    if isinstance(protocol, bool) or protocol not in _PROTOCOLS:
+        raise ValueError(
+            f"protocol: must be paho.mqtt.client.MQTTv5 (5) or MQTTv311 (4), got {protocol!r}"
+        )
+    return protocol
 
 
 def _check_topic_text(name: str, value: Any, *, allow_slash: bool) -> None:

@@ -1,0 +1,180 @@
+"""Asset hosts without Ray: state, write-ahead log, checkpoints, alarms and placement."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from twinforge.actors.alarms import load_alarm_rules
+from twinforge.actors.asset_host import AssetHost, HostConfig
+from twinforge.actors.directory import AssetDirectory
+from twinforge.actors.ring_buffer import RingBuffer
+from twinforge.actors.write_ahead_log import WriteAheadLog
+
+PUMP = "dtmi:com:twinforge:factory:Pump;1"
+EQUIPMENT = "dtmi:com:twinforge:factory:Equipment;1"
+
+
+def entry(twin: str, ts: float, **values: object) -> tuple:
+    return (twin, "t", dict(values), ts, ts + 0.01)
+
+
+def test_ring_buffer_keeps_the_newest_samples_in_order() -> None:
+    buffer = RingBuffer(4)
+    for i in range(10):
+        buffer.append(float(i), i * 1.5)
+    times, values = buffer.last()
+    assert times.tolist() == [6.0, 7.0, 8.0, 9.0]
+    assert values.tolist() == [9.0, 10.5, 12.0, 13.5]
+    assert buffer.last(2)[1].tolist() == [12.0, 13.5]
+    restored = RingBuffer.from_state(buffer.state())
+    assert restored.last()[1].tolist() == values.tolist()
+    restored.append(10.0, 15.0)
+    assert restored.last()[0].tolist() == [7.0, 8.0, 9.0, 10.0]
+
+
+def test_ring_buffer_takes_values_that_are_not_numbers() -> None:
+    buffer = RingBuffer(3)
+    buffer.append(1.0, 2.5)
+    buffer.append(2.0, {"x": 1})
+    buffer.append(3.0, "idle")
+    assert buffer.last()[1].tolist() == [2.5, {"x": 1}, "idle"]
+    with pytest.raises(ValueError, match="capacity"):
+        RingBuffer(0)
+
+
+def test_host_ingests_and_answers(tmp_path: Path) -> None:
+    host = AssetHost(0, HostConfig(tmp_path, capacity=8), {"p1": PUMP, "p2": PUMP})
+    assert host.ingest([entry("p1", 100.0, flowRate=1.0), entry("p2", 100.0, pressure=2.0)]) == 2
+    assert host.ingest([entry("p1", 101.0, flowRate=2.0), entry("gone", 1.0, x=1)]) == 1
+    snapshot = host.snapshot("p1")
+    assert snapshot is not None
+    assert snapshot["messages"] == 2
+    assert snapshot["last"]["flowRate"]["value"] == 2.0
+    assert host.series("p1", "flowRate") == {"times": [100.0, 101.0], "values": [1.0, 2.0]}
+    assert host.series("p1", "nope") == {"times": [], "values": []}
+    assert host.snapshot("unknown") is None
+    assert "p1" in repr(host) and repr(host).startswith("AssetHost-0")
+    stats = host.stats()
+    assert stats["assets"] == 2 and stats["messages"] == 3 and stats["rss_mb"] > 10
+    host.close()
+
+
+def test_late_value_does_not_replace_the_last_one(tmp_path: Path) -> None:
+    host = AssetHost(0, HostConfig(tmp_path), {"p1": PUMP})
+    host.ingest([entry("p1", 200.0, flowRate=5.0), entry("p1", 150.0, flowRate=1.0)])
+    snapshot = host.snapshot("p1")
+    assert snapshot is not None and snapshot["last"]["flowRate"]["value"] == 5.0
+    assert host.series("p1", "flowRate")["values"] == [5.0, 1.0]
+    host.close()
+
+
+def test_a_killed_host_recovers_everything_it_acknowledged(tmp_path: Path) -> None:
+    config = HostConfig(tmp_path, capacity=1000, checkpoint_after_batches=7)
+    host = AssetHost(3, config, {"p1": PUMP, "p2": PUMP})
+    for i in range(20):  # two checkpoints on the way, then six batches after the last
+        host.ingest([entry("p1", 100.0 + i, flowRate=float(i)), entry("p2", 100.0 + i, pressure=-i)])
+    before = {t: host.snapshot(t) for t in ("p1", "p2")}
+    # No close(): the process "dies" here; a new host on the same files takes over.
+    again = AssetHost(3, config)
+    assert again.replayed == 12  # 6 batches of 2 after the last checkpoint
+    for twin in ("p1", "p2"):
+        assert again.snapshot(twin) == before[twin]
+    assert again.series("p1", "flowRate")["values"] == [float(i) for i in range(20)]
+    assert sorted(again.assets) == ["p1", "p2"]
+    again.close()
+    third = AssetHost(3, config)  # after a clean close: all from the checkpoint
+    assert third.replayed == 0
+    assert third.snapshot("p2") == before["p2"]
+    third.close()
+
+
+def test_removed_assets_stay_removed_after_a_restart(tmp_path: Path) -> None:
+    config = HostConfig(tmp_path)
+    host = AssetHost(0, config, {"p1": PUMP, "p2": PUMP})
+    host.remove_assets(["p1"])
+    host.close()
+    assert sorted(AssetHost(0, config).assets) == ["p2"]
+
+
+def test_history_gets_at_most_one_point_per_interval(tmp_path: Path) -> None:
+    from twinforge.runtime.history import open_history_store
+
+    host = AssetHost(0, HostConfig(tmp_path, history_interval_s=1.0), {"p1": PUMP})
+    host.ingest([entry("p1", 1000.0 + i * 0.25, flowRate=float(i)) for i in range(12)])
+    host.checkpoint()  # flushes history before trimming the log
+    store = open_history_store(None, tmp_path)
+    points = store.query("p1", "flowRate")
+    assert [p.value for p in points] == [0.0, 4.0, 8.0]
+    store.close()
+    host.close()
+
+
+def test_alarm_rules_raise_and_clear(tmp_path: Path) -> None:
+    rules = load_alarm_rules(
+        [{"name": "hot", "model": EQUIPMENT, "field": "powerKw", "above": 50, "severity": 4}]
+    )
+    config = HostConfig(tmp_path, alarm_rules=tuple(rules), lineage={PUMP: (PUMP, EQUIPMENT)})
+    host = AssetHost(0, config, {"p1": PUMP})
+    host.ingest([entry("p1", 10.0, powerKw=20.0)])
+    assert host.active_alarms("p1") == []
+    host.ingest([entry("p1", 11.0, powerKw=75.0)])
+    (alarm,) = host.active_alarms("p1")
+    assert (alarm.name, alarm.severity, alarm.since, alarm.value) == ("hot", 4, 11.0, 75.0)
+    host.ingest([entry("p1", 12.0, powerKw=80.0)])  # still the same alarm, same start
+    assert host.active_alarms("p1")[0].since == 11.0
+    host.ingest([entry("p1", 13.0, powerKw=10.0)])
+    assert host.active_alarms("p1") == []
+    host.close()
+
+
+@pytest.mark.parametrize(
+    ("rule", "field"),
+    [
+        ({"name": "x", "model": PUMP, "field": "f"}, "above"),
+        ({"name": "x", "model": PUMP, "field": "f", "above": 1, "severity": 9}, "severity"),
+        ({"name": "", "model": PUMP, "field": "f", "above": 1}, "name"),
+        ({"name": "x", "model": PUMP, "field": "f", "above": "hot"}, "above"),
+        ({"name": "x", "model": PUMP, "field": "f", "above": 1, "extra": 1}, "extra"),
+    ],
+)
+def test_bad_alarm_rules_name_the_field(rule: dict, field: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        load_alarm_rules([rule])
+
+
+def test_write_ahead_log_refuses_values_json_cannot_carry(tmp_path: Path) -> None:
+    log = WriteAheadLog(tmp_path / "wal.sqlite3")
+    with pytest.raises(ValueError):
+        log.append([("p1", "t", {"x": math.nan}, 1.0, 1.0)])
+    assert log.pending() == 0
+    with pytest.raises(ValueError, match="synchronous"):
+        WriteAheadLog(tmp_path / "other.sqlite3", synchronous="OFF")
+    log.close()
+
+
+def test_directory_fills_hosts_and_persists(tmp_path: Path) -> None:
+    path = tmp_path / "directory.sqlite3"
+    directory = AssetDirectory(path, assets_per_host=2)
+    placed = directory.place([f"t{i}" for i in range(5)])
+    assert placed == {0: ["t0", "t1"], 1: ["t2", "t3"], 2: ["t4"]}
+    assert directory.place(["t0", "t5"]) == {2: ["t5"]}
+    assert directory.remove(["t1", "nope"]) == {0: ["t1"]}
+    assert directory.place(["t6"]) == {0: ["t6"]}  # the freed place is reused
+    directory.close()
+    again = AssetDirectory(path, assets_per_host=2)
+    assert again.hosts() == {0: 2, 1: 2, 2: 2}
+    assert again.host_of("t6") == 0 and again.host_of("t1") is None
+    assert again.twins_on(1) == ["t2", "t3"]
+    with pytest.raises(ValueError, match="assets_per_host"):
+        AssetDirectory(tmp_path / "x.sqlite3", 0)
+
+
+def test_ring_buffer_arrays_are_numpy() -> None:
+    buffer = RingBuffer(2)
+    buffer.append(1.0, True)
+    assert isinstance(buffer.last()[1], np.ndarray)
