@@ -77,7 +77,9 @@ def test_a_killed_host_recovers_everything_it_acknowledged(tmp_path: Path) -> No
     config = HostConfig(tmp_path, capacity=1000, checkpoint_after_batches=7)
     host = AssetHost(3, config, {"p1": PUMP, "p2": PUMP})
     for i in range(20):  # two checkpoints on the way, then six batches after the last
-        host.ingest([entry("p1", 100.0 + i, flowRate=float(i)), entry("p2", 100.0 + i, pressure=-i)])
+        host.ingest(
+            [entry("p1", 100.0 + i, flowRate=float(i)), entry("p2", 100.0 + i, pressure=-i)]
+        )
     before = {t: host.snapshot(t) for t in ("p1", "p2")}
     # No close(): the process "dies" here; a new host on the same files takes over.
     again = AssetHost(3, config)

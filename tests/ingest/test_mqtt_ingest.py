@@ -88,7 +88,11 @@ def test_convention_topics_reach_the_asset(parts, publisher: mqtt.Client) -> Non
     with ingest(pipeline) as sub:
         now = time.time()
         for i in range(30):
-            publish(publisher, f"{PREFIX}twins/{PUMP_1}/telemetry", {"$ts": now + i, "flowRate": float(i)})
+            publish(
+                publisher,
+                f"{PREFIX}twins/{PUMP_1}/telemetry",
+                {"$ts": now + i, "flowRate": float(i)},
+            )
         iso = datetime.fromtimestamp(int(now) - 60, UTC).isoformat()
         publish(publisher, f"{PREFIX}twins/{CNC_1}/telemetry", {"$ts": iso, "vibration": 1.5})
         publish(publisher, f"{PREFIX}twins/{PUMP_2}/properties", {"state": "stopped"})
@@ -133,7 +137,11 @@ def test_hostile_payloads_are_dead_lettered_and_acknowledged(parts, publisher: m
         (topic, json.dumps({"$ts": 1.7e12, "flowRate": 1.0}).encode(), "badTimestamp"),
         (topic, json.dumps({"flowRate": {"$gt": ""}}).encode(), "wrongType"),
         (topic, json.dumps({"flowRate": 1.0, "bogus": 2}).encode(), "unknownField"),
-        (f"{PREFIX}twins/{RUN}-ghost/telemetry", json.dumps({"flowRate": 1.0}).encode(), "unknownTwin"),
+        (
+            f"{PREFIX}twins/{RUN}-ghost/telemetry",
+            json.dumps({"flowRate": 1.0}).encode(),
+            "unknownTwin",
+        ),
         (
             f"{PREFIX}twins/{PUMP_1}/telemetry/motor",
             json.dumps({"flowRate": 1.0}).encode(),

@@ -16,14 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twinforge.actors.alarms import Alarm, AlarmRule
 from twinforge.actors.asset import Asset
 from twinforge.actors.write_ahead_log import PROPERTIES, TELEMETRY, Entry, WriteAheadLog
 from twinforge.runtime.history import BatchingWriter, HistoryPoint, open_history_store
-from twinforge.runtime.stores import open_graph_store
-from twinforge.runtime.twin_service import TwinService, TwinServiceError
+
+if TYPE_CHECKING:
+    from twinforge.runtime.twin_service import TwinService
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,8 @@ class AssetHost:
         if not self._pending_properties or self.config.graph_url is None:
             self._pending_properties.clear()
             return
+        from twinforge.runtime.twin_service import TwinServiceError
+
         service = self._twin_service()
         for twin_id, values in list(self._pending_properties.items()):
             patch = [{"op": "add", "path": f"/{name}", "value": v} for name, v in values.items()]
@@ -244,6 +247,11 @@ class AssetHost:
 
     def _twin_service(self) -> TwinService:
         if self._graph is None:
+            # Imported here: the graph clients cost about 70 MB per host process, and only
+            # hosts that write reported properties back need them.
+            from twinforge.runtime.stores import open_graph_store
+            from twinforge.runtime.twin_service import TwinService
+
             self._graph = TwinService(open_graph_store(self.config.graph_url, self.config.data_dir))
         return self._graph
 

@@ -41,7 +41,9 @@ class Router(Protocol):
 class _Batch:
     host: int
     entries: list[Entry] = field(default_factory=list)
-    futures: list[Future[bool]] = field(default_factory=list)
+    #: One future for the whole batch, shared by its messages: a Future per message
+    #: (a Condition each) cost more than the rest of the pipeline.
+    done: Future[bool] = field(default_factory=Future)
     times: list[float] = field(default_factory=list)  # source times, for latency
     transports: list[str] = field(default_factory=list)  # for the metrics
     attempts: int = 0
@@ -63,7 +65,7 @@ class IngestPipeline:
         metrics: IngestMetrics | None = None,
         *,
         max_batch: int = 2000,
-        max_delay_s: float = 0.005,
+        max_delay_s: float = 0.02,
         out_of_order_s: float = 300.0,
         future_skew_s: float = 300.0,
         clock: Callable[[], float] = time.time,
@@ -84,7 +86,8 @@ class IngestPipeline:
         self._wake = threading.Condition(self._lock)
         self._batches: dict[int, _Batch] = {}
         self._retry: list[tuple[float, _Batch]] = []
-        self._letters: list[tuple[Rejection, Future[bool]]] = []
+        self._letters: list[Rejection] = []
+        self._letters_done: Future[bool] = Future()  # shared by the letters waiting
         self._in_flight = 0
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="ingest-sender", daemon=True)
@@ -103,11 +106,8 @@ class IngestPipeline:
         payload: bytes = b"",
         kind: str = TELEMETRY,
     ) -> Future[bool]:
-        future: Future[bool] = Future()
         now = self.clock()
         transport = origin.partition(":")[0] or "unknown"
-        if self.metrics is not None:
-            self.metrics.received(transport)
         refusal = self.validator.check(twin_id, values, component=component, kind=kind)
         ts = now if source_time is None else source_time
         if refusal is None:
@@ -120,8 +120,7 @@ class IngestPipeline:
                 else ("unknownTwin", None, f"twin {twin_id!r} has no asset host")
             )
             rejection = Rejection(reason, message, origin, now, payload, twin_id, field_name)
-            self._dead_letter(rejection, future)
-            return future
+            return self._dead_letter(rejection)
         fields = values if component is None else {f"{component}/{n}": v for n, v in values.items()}
         entry = (twin_id, LOG_PROPERTIES if kind == PROPERTIES else LOG_TELEMETRY, fields, ts, now)
         with self._lock:
@@ -129,19 +128,14 @@ class IngestPipeline:
             if batch is None:
                 batch = self._batches[host] = _Batch(host)
             batch.entries.append(entry)
-            batch.futures.append(future)
             batch.times.append(ts)
             batch.transports.append(transport)
             if len(batch.entries) >= self.max_batch or len(self._batches) == 1:
                 self._wake.notify()
-        return future
+            return batch.done
 
     def reject(self, rejection: Rejection) -> Future[bool]:
-        if self.metrics is not None:
-            self.metrics.received(rejection.origin.partition(":")[0] or "unknown")
-        future: Future[bool] = Future()
-        self._dead_letter(rejection, future)
-        return future
+        return self._dead_letter(rejection)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -182,10 +176,11 @@ class IngestPipeline:
             self._newest[twin_id] = ts
         return None
 
-    def _dead_letter(self, rejection: Rejection, future: Future[bool]) -> None:
+    def _dead_letter(self, rejection: Rejection) -> Future[bool]:
         with self._lock:
-            self._letters.append((rejection, future))
+            self._letters.append(rejection)
             self._wake.notify()
+            return self._letters_done
 
     def _run(self) -> None:
         while True:
@@ -200,12 +195,13 @@ class IngestPipeline:
                 batches = list(self._batches.values())
                 self._batches.clear()
                 letters, self._letters = self._letters, []
+                letters_done, self._letters_done = self._letters_done, Future()
                 now = time.monotonic()
                 due = [b for at, b in self._retry if at <= now]
                 self._retry = [(at, b) for at, b in self._retry if at > now]
                 self._in_flight += len(batches) + len(due) + bool(letters)
             if letters:
-                self._write_letters(letters)
+                self._write_letters(letters, letters_done)
             for batch in batches + due:
                 self._send(batch)
 
@@ -235,10 +231,11 @@ class IngestPipeline:
             self._failed(batch, error)
             return
         now = self.clock()
-        for future in batch.futures:
-            future.set_result(True)
+        batch.done.set_result(True)
         if self.metrics is not None:
+            self.metrics.batch(len(batch.entries))
             for transport, count in Counter(batch.transports).items():
+                self.metrics.received(transport, count)  # counted here: once per batch
                 self.metrics.accepted(transport, count)
             self.metrics.latency([now - t for t in batch.times])
         with self._lock:
@@ -261,21 +258,20 @@ class IngestPipeline:
             self._in_flight -= 1
             self._wake.notify_all()
 
-    def _write_letters(self, letters: list[tuple[Rejection, Future[bool]]]) -> None:
-        rejections = [rejection for rejection, _ in letters]
+    def _write_letters(self, letters: list[Rejection], done: Future[bool]) -> None:
         while True:
             try:
-                self.dead_letters.add_many(rejections)
+                self.dead_letters.add_many(letters)
                 break
             except Exception:  # the store must not lose refusals either: retry
                 log.exception("dead-letter store write failed; retrying")
                 time.sleep(0.5)
-        for rejection, future in letters:
-            if self.metrics is not None:
-                self.metrics.rejected(
-                    rejection.origin.partition(":")[0] or "unknown", rejection.reason
-                )
-            future.set_result(False)
+        if self.metrics is not None:
+            for rejection in letters:
+                transport = rejection.origin.partition(":")[0] or "unknown"
+                self.metrics.received(transport)
+                self.metrics.rejected(transport, rejection.reason)
+        done.set_result(False)
         with self._lock:
             self.rejected += len(letters)
             self._in_flight -= 1

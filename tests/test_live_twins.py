@@ -1,0 +1,256 @@
+"""Live twins end to end: the server (graph, Ray fleet, MQTT ingest, commands) against a
+real Mosquitto of the test's own (so it can be restarted), fed by the plant simulator.
+
+Counts every message the broker acknowledged to the publisher and finds each one in the
+asset's state after an asset host is SIGKILLed mid-stream, the broker is restarted and the
+whole server is restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from twinforge.config import Settings
+from twinforge.ingest.plant import sample_plant
+from twinforge.ingest.simulator import PlantSimulator
+from twinforge.runtime.commands import Principal
+from twinforge.runtime.stores import open_graph_store
+from twinforge.runtime.twin_service import TwinService, import_ndjson
+from twinforge.server import TwinServer
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+PUMP = "dtmi:com:twinforge:factory:Pump;1"
+COUNTED = "pump-counted"  # a twin only the test publishes to
+OPERATOR = Principal("olga", frozenset({"operator"}))
+VIEWER = Principal("victor", frozenset({"viewer"}))
+
+
+class Mosquitto:
+    """A Mosquitto of our own, persistent, so that a restart keeps queued messages."""
+
+    def __init__(self, workdir: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.config = workdir / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {workdir}/\nmax_queued_messages 0\n"
+        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.process = subprocess.Popen([binary, "-c", str(self.config)], stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()  # SIGTERM: Mosquitto saves its persistence file
+            self.process.wait(10)
+            self.process = None
+
+
+class CountingPublisher:
+    """Publishes 0, 1, 2... as the counted pump's flowRate (QoS 1) and records which
+    numbers the broker acknowledged."""
+
+    def __init__(self, port: int) -> None:
+        self.acked: set[int] = set()
+        self._by_mid: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="test-counting", protocol=mqtt.MQTTv5
+        )
+        self._client.on_publish = self._on_publish
+        self._client.reconnect_delay_set(0.1, 1)
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+        self.next = 0
+
+    def _on_publish(self, _c, _u, mid: int, _reason, _props) -> None:
+        with self._lock:
+            if mid in self._by_mid:
+                self.acked.add(self._by_mid.pop(mid))
+
+    def publish(self, count: int, interval: float = 0.005) -> None:
+        for _ in range(count):
+            payload = json.dumps({"$ts": time.time(), "flowRate": float(self.next)})
+            with self._lock:
+                info = self._client.publish(f"twins/{COUNTED}/telemetry", payload, qos=1)
+                self._by_mid[info.mid] = self.next
+            self.next += 1
+            time.sleep(interval)
+
+    def wait_acked(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.acked) < self.next and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout} s")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def plant():
+    return sample_plant(equipment=8)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    mosquitto = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory, broker: Mosquitto, plant) -> Settings:
+    data_dir = tmp_path_factory.mktemp("live")
+    store = open_graph_store(None, data_dir)
+    try:
+        service = TwinService(store)
+        report = import_ndjson(service, plant.to_import_ndjson().splitlines())
+        assert not report.errors
+        service.create_twin(COUNTED, {"$metadata": {"$model": PUMP}})
+    finally:
+        store.close()
+    return Settings(
+        data_dir=data_dir,
+        mqtt_url=f"mqtt://127.0.0.1:{broker.port}",
+        metrics_port=0,
+        safety_policy=REPO / "examples" / "safety_policy.json",
+        alarm_rules=REPO / "examples" / "alarm_rules.json",
+        assets_per_host=10,
+    )
+
+
+@pytest.fixture(scope="module")
+def server(settings: Settings) -> Iterator[TwinServer]:
+    running = TwinServer(settings, dashboard=False).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def simulator(plant, broker: Mosquitto) -> Iterator[PlantSimulator]:
+    # time_scale: the plant runs 20x faster, so faults develop within seconds
+    sim = PlantSimulator(plant, mqtt_port=broker.port, opcua_port=None, rate_hz=5, time_scale=20)
+    sim.start_background()
+    yield sim
+    sim.stop_background()
+
+
+def test_simulated_telemetry_reaches_the_asset_actors(server: TwinServer, simulator, plant) -> None:
+    assert server.fleet is not None
+    cnc = plant.of_model("dtmi:com:twinforge:factory:CncMachine;1")[0].id
+    wait_for(
+        lambda: "spindleSpeed" in (server.fleet.snapshot(cnc) or {}).get("last", {}),
+        60,
+        "telemetry",
+    )
+    stats = server.fleet.stats()
+    assert len(stats) == len(plant.twins) // 10 + 1  # 10 assets per host process
+    assert sum(s["assets"] for s in stats) == len(plant.twins) + 1
+    assert server.endpoints is not None
+    metrics = urllib.request.urlopen(server.endpoints.metrics, timeout=5).read().decode()
+    assert 'twinforge_ingest_accepted_total{transport="mqtt"}' in metrics
+
+
+def test_commands_are_checked_sent_and_audited(server: TwinServer, simulator, plant) -> None:
+    assert server.commands is not None
+    cnc = plant.of_model("dtmi:com:twinforge:factory:CncMachine;1")[0].id
+    record = asyncio.run(server.commands.invoke(OPERATOR, cnc, "setSpindleSpeed", 9000))
+    assert record.status == "succeeded", record
+    assert simulator.physics.state(cnc)["spindleSetpoint"] == 9000  # the machine changed
+    too_fast = asyncio.run(server.commands.invoke(OPERATOR, cnc, "setSpindleSpeed", 30000))
+    assert too_fast.status == "denied" and "24000" in (too_fast.reason or "")
+    viewer = asyncio.run(server.commands.invoke(VIEWER, cnc, "stop", None))
+    assert viewer.status == "denied"
+    wrong = asyncio.run(server.commands.invoke(OPERATOR, cnc, "setSpindleSpeed", "fast"))
+    assert wrong.status == "invalid"
+    audit = server.commands.audit.query(twin=cnc, limit=50)
+    assert {entry.status for entry in audit} >= {"succeeded", "denied", "invalid"}
+    assert all(entry.user in ("olga", "victor") for entry in audit)
+
+
+def test_an_alarm_interlocks_start(server: TwinServer, simulator, plant) -> None:
+    assert server.commands is not None and server.fleet is not None
+    cnc = plant.of_model("dtmi:com:twinforge:factory:CncMachine;1")[1].id
+    simulator.inject(cnc, "overheating", 600)
+    wait_for(lambda: server.fleet.active_alarms(cnc), 90, "an overheating alarm")
+    assert server.fleet.active_alarms(cnc)[0].name == "spindleOverTemperature"
+    record = asyncio.run(server.commands.invoke(OPERATOR, cnc, "start", None))
+    assert record.status == "denied" and "alarm" in (record.reason or "").lower()
+    simulator.clear(cnc)
+
+
+def test_nothing_acknowledged_is_lost(
+    server: TwinServer, broker: Mosquitto, settings: Settings
+) -> None:
+    assert server.fleet is not None
+    publisher = CountingPublisher(broker.port)
+    try:
+        publisher.publish(100)
+        # Kill the asset host of the counted twin mid-stream; Ray restarts it.
+        host = server.fleet.route(COUNTED)
+        pid = next(s["pid"] for s in server.fleet.stats() if s["host"] == host)
+        killer = threading.Timer(0.2, os.kill, (pid, signal.SIGKILL))
+        killer.start()
+        publisher.publish(100)
+        killer.join()
+        # Restart the broker mid-stream.
+        broker.stop()
+        broker.start()
+        publisher.publish(100)
+        # Restart the server; the broker keeps what arrives meanwhile.
+        server.stop()
+        publisher.publish(50)
+        server.start()
+        publisher.publish(50)
+        publisher.wait_acked()
+    finally:
+        publisher.close()
+    acked = publisher.acked
+    assert len(acked) >= 390  # the broker was down only for a moment
+
+    def held() -> set[int]:
+        values = server.fleet.series(COUNTED, "flowRate")["values"] if server.fleet else []
+        return {int(v) for v in values}
+
+    wait_for(lambda: acked <= held(), 90, "every acknowledged message in the asset")
+    assert server.fleet is not None
+    stats = {s["host"]: s for s in server.fleet.stats()}
+    assert stats[server.fleet.route(COUNTED)]["pid"] != pid
