@@ -64,6 +64,31 @@ class RecordingMetrics(IngestMetrics):
         super().latency(values)
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by this process and its descendants (the local Ray
+    cluster, the broker, the load generator), by kind of process."""
+    import psutil
+
+    me = psutil.Process()
+    totals: dict[str, float] = {}
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            cmdline = " ".join(proc.cmdline())
+        except psutil.Error:  # exited meanwhile
+            continue
+        if proc.pid == me.pid:
+            kind = "ingest (this process)"
+        elif "AssetHost" in cmdline:
+            kind = "asset hosts"
+        elif "mosquitto" in cmdline:
+            kind = "mosquitto"
+        else:
+            kind = "ray (raylet, gcs, idle workers)"
+        totals[kind] = totals.get(kind, 0.0) + times.user + times.system
+    return totals
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -214,6 +239,7 @@ def main() -> None:
                 TelemetryValidator(twins.get, models.interface), fleet, letters, metrics
             )
             ingest = MqttIngest(pipeline, host, port, session_expiry_s=60).start()
+            cpu_before = cpu_seconds()
             process, queue = start_load(host, port, topics, args.rate, args.seconds)
             result: LoadResult = queue.get()
             process.join()
@@ -223,6 +249,7 @@ def main() -> None:
                     break
                 time.sleep(0.05)
             drained = time.monotonic() - load_end
+            cpu_after = cpu_seconds()
             ingest.stop()
             pipeline.close()
         durable = pipeline.accepted
@@ -249,6 +276,11 @@ def main() -> None:
             f"durable in actors {durable:,} (asset state holds {held:,}); drained "
             f"{drained:.1f} s after the load ended"
         )
+        window = result.seconds + drained
+        for kind, after in sorted(cpu_after.items()):
+            used = after - cpu_before.get(kind, 0.0)
+            print(f"cpu {kind}: {used:.1f} s ({used / window:.0%} of one core)")
+        print(f"cpu load generator: {result.cpu_s:.1f} s")
         for name, goal in GOALS.items():
             value = figures[name]
             ok = value is not None and (value >= goal if name == "msgs_per_s" else value <= goal)

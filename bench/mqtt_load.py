@@ -26,6 +26,7 @@ class LoadResult:
     sent: int
     acked: int  # PUBACKs from the broker: messages the broker took responsibility for
     seconds: float
+    cpu_s: float  # CPU the generator used
 
 
 def _varint(n: int) -> bytes:
@@ -88,6 +89,7 @@ def publish_load(
     reader = threading.Thread(target=count_acks, daemon=True)
     reader.start()
     rng = random.Random(7)
+    cpu_start = time.process_time()
     start = time.perf_counter()
     sent = 0
     total = int(rate * seconds)
@@ -112,4 +114,4 @@ def publish_load(
         time.sleep(0.01)
     done.set()
     sock.close()
-    return LoadResult(sent, acked, elapsed)
+    return LoadResult(sent, acked, elapsed, time.process_time() - cpu_start)
