@@ -79,8 +79,8 @@ class OpcUaCommandTransport:
     """Sends commands and property writes to one OPC UA server over one kept connection.
 
     The connection is opened on first use and reused; when it is found broken it is
-    replaced on the next call. Use from one event loop; ``await close()`` (or
-    ``async with``) at the end.
+    replaced on the next call, and on a call from another event loop than the last one.
+    ``await close()`` (or ``async with``) at the end.
     """
 
     def __init__(
@@ -99,6 +99,7 @@ class OpcUaCommandTransport:
         self._ns = 0
         self._connections = 0
         self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._types: dict[str, ua.VariantType] = {}  # property node → its variant type
 
     async def __aenter__(self) -> OpcUaCommandTransport:
@@ -114,6 +115,9 @@ class OpcUaCommandTransport:
 
     async def close(self) -> None:
         """Close the connection (a later call opens a new one)."""
+        if asyncio.get_running_loop() is not self._loop:
+            self._client = None  # made on another loop: its session times out server-side
+            return
         async with self._lock:
             await self._drop()
 
@@ -201,6 +205,12 @@ class OpcUaCommandTransport:
         return CommandReply(200)
 
     async def _connected(self) -> Client:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # The client and the lock belong to the loop that made them; a caller on
+            # another loop (asyncio.run per call, say) gets new ones. The old client's
+            # loop is gone or busy elsewhere, so it is abandoned rather than closed.
+            self._loop, self._lock, self._client = loop, asyncio.Lock(), None
         async with self._lock:
             client = self._client
             if client is not None and client.uaclient.state is UaClientState.CONNECTED:
