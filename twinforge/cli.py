@@ -260,7 +260,6 @@ def serve(
 
     server = TwinServer(dashboard=dashboard)
     stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     try:
         if plant is not None:
             with _twin_service() as service, plant.open(encoding="utf-8") as lines:
@@ -270,11 +269,16 @@ def serve(
                 f"{report.relationships} relationships, {len(report.errors)} lines refused"
             )
         server.start()
+        # After start: Ray installs a SIGTERM handler of its own that exits at once.
+        signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
         endpoints = server.endpoints
         assert endpoints is not None
         typer.echo(f"MQTT broker:    {endpoints.mqtt}")
         typer.echo(f"Metrics:        {endpoints.metrics}")
         typer.echo(f"Ray dashboard:  {endpoints.dashboard or 'off'}")
+        token = Path.home() / ".ray" / "auth_token"
+        if endpoints.dashboard and token.exists():
+            typer.echo(f"                (Ray asks for the token in {token})")
         if endpoints.opcua:
             typer.echo(f"OPC UA:         {endpoints.opcua}")
         typer.echo(f"ready: {json.dumps(server.status())}", err=False)
