@@ -38,7 +38,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from twinforge.actors.asset_host import HostConfig
-from twinforge.actors.fleet import AssetFleet
+from twinforge.actors.fleet import DEFAULT_ASSETS_PER_HOST, AssetFleet
 from twinforge.ingest.dead_letters import DeadLetterStore
 from twinforge.ingest.metrics import IngestMetrics
 from twinforge.ingest.mqtt import MqttIngest
@@ -201,7 +201,7 @@ def main() -> None:
     parser.add_argument("--assets", type=int, default=1000, help="equipment twins")
     parser.add_argument("--rate", type=float, default=20_000, help="offered msgs/s")
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--assets-per-host", type=int, default=100)
+    parser.add_argument("--assets-per-host", type=int, default=DEFAULT_ASSETS_PER_HOST)
     parser.add_argument("--baseline-seconds", type=float, default=10)
     parser.add_argument("--broker", help="mqtt://host:port (default: start a Mosquitto here)")
     args = parser.parse_args()

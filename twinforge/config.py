@@ -44,8 +44,8 @@ class Settings(BaseSettings):
     alarm_rules: Path | None = None
     """Threshold alarm rules (JSON list) that the asset actors evaluate on telemetry."""
 
-    assets_per_host: int = 100
-    """Assets hosted per Ray actor process (each process costs about 100 MB)."""
+    assets_per_host: int = 250
+    """Assets hosted per Ray actor process (each process costs about 110 MB)."""
 
     ray_address: str | None = None
     """Ray cluster to join (``host:port``); None starts a local one."""
