@@ -8,6 +8,9 @@ from typing import Any
 from twinforge.actors.alarms import Alarm, AlarmRule
 from twinforge.actors.ring_buffer import RingBuffer
 
+#: Messages per asset remembered for dropping redeliveries.
+DEDUP_WINDOW = 256
+
 
 @dataclass(slots=True)
 class LastValue:
@@ -29,10 +32,24 @@ class Asset:
     last: dict[str, LastValue] = field(default_factory=dict)
     alarms: dict[str, Alarm] = field(default_factory=dict)
     messages: int = 0
+    duplicates: int = 0
+    #: Keys of the newest messages: delivery is at least once (a broker redelivers what
+    #: was not acknowledged, Ray retries a batch a crashed host had logged), and a message
+    #: seen again with the same source time and fields is the same message.
+    recent: dict[tuple[Any, ...], None] = field(default_factory=dict)
 
-    def apply(self, values: dict[str, Any], source_time: float, received_time: float) -> None:
-        """Record one message's values; a value older than the field's last is kept in the
-        series but does not replace the last value (late delivery after a redelivery)."""
+    def apply(self, values: dict[str, Any], source_time: float, received_time: float) -> bool:
+        """Record one message's values; False if it is a duplicate of a recent one.
+
+        A value older than the field's last is kept in the series but does not replace
+        the last value (a late delivery)."""
+        key = (source_time, *values)
+        if key in self.recent:
+            self.duplicates += 1
+            return False
+        self.recent[key] = None
+        if len(self.recent) > DEDUP_WINDOW:
+            del self.recent[next(iter(self.recent))]
         self.messages += 1
         for name, value in values.items():
             buffer = self.series.get(name)
@@ -44,6 +61,7 @@ class Asset:
                 self.last[name] = LastValue(value, source_time, received_time)
         if self.rules:
             self._evaluate(values, source_time)
+        return True
 
     def _evaluate(self, values: dict[str, Any], time: float) -> None:
         for rule in self.rules:
@@ -64,6 +82,7 @@ class Asset:
             "twinId": self.twin_id,
             "model": self.model_id,
             "messages": self.messages,
+            "duplicates": self.duplicates,
             "last": {
                 name: {
                     "value": v.value,
@@ -92,6 +111,8 @@ class Asset:
             "series": {name: buffer.state() for name, buffer in self.series.items()},
             "last": {n: (v.value, v.source_time, v.received_time) for n, v in self.last.items()},
             "alarms": list(self.alarms.values()),
+            "recent": list(self.recent),
+            "duplicates": self.duplicates,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -99,3 +120,5 @@ class Asset:
         self.series = {n: RingBuffer.from_state(s) for n, s in state["series"].items()}
         self.last = {n: LastValue(*v) for n, v in state["last"].items()}
         self.alarms = {a.name: a for a in state["alarms"]}
+        self.recent = dict.fromkeys(state.get("recent", ()))
+        self.duplicates = state.get("duplicates", 0)

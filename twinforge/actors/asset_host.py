@@ -123,7 +123,8 @@ class AssetHost:
                 continue
             applied += 1
             if kind == TELEMETRY:
-                asset.apply(values, source_time, received_time)
+                if not asset.apply(values, source_time, received_time):
+                    continue  # a redelivered message: already applied and in history
             elif kind == PROPERTIES:
                 self._pending_properties.setdefault(twin_id, {}).update(values)
             if live:

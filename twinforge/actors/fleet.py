@@ -8,8 +8,10 @@ are retried by Ray, so a caller that waited for ``ingest`` never loses what it s
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import replace
@@ -47,12 +49,15 @@ class AssetFleet:
         config: HostConfig,
         *,
         assets_per_host: int = DEFAULT_ASSETS_PER_HOST,
-        namespace: str = "twinforge",
+        namespace: str | None = None,
     ) -> None:
         if not ray.is_initialized():
             raise RuntimeError("AssetFleet needs Ray: call ray.init() first")
         self.config = replace(config, data_dir=config.data_dir.resolve())
-        self.namespace = namespace
+        # Host actors are named per data dir, so two fleets in one Ray cluster (tests, or
+        # two plants) never attach to each other's hosts.
+        digest = hashlib.sha1(str(self.config.data_dir).encode()).hexdigest()[:10]
+        self.namespace = namespace or f"twinforge-{digest}"
         # The hosts share one history store: create it (file, WAL mode, tables) here, once,
         # or their first writes race to create it and SQLite answers "database is locked".
         open_history_store(self.config.history_url, self.config.data_dir).close()
@@ -116,6 +121,16 @@ class AssetFleet:
         finally:
             for handle in self._handles.values():
                 ray.kill(handle, no_restart=True)
+            # Wait until the names are free, or a fleet started next on the same data dir
+            # (a server restart in the same Ray cluster) would attach to the dying hosts.
+            deadline = time.monotonic() + 30
+            for host in self._handles:
+                while time.monotonic() < deadline:
+                    try:
+                        ray.get_actor(f"asset-host-{host}", namespace=self.namespace)
+                    except ValueError:
+                        break
+                    time.sleep(0.05)
             self._handles.clear()
             self.directory.close()
 
