@@ -128,6 +128,10 @@ def scenario(data_dir: Path, root: Path) -> dict:
         ray.init(address=address, log_to_driver=False)
         nodes = _wait(lambda: len(_alive_nodes()) == 2 and _alive_nodes(), 60, "two nodes")
         node2 = next(n for n, info in nodes.items() if "node2" in info["Resources"])
+        # A node counts as alive before the scheduler's view of its resources catches up;
+        # until then SPREAD places every actor on the head (seen on a loaded machine).
+        _wait(lambda: ray.available_resources().get("node2"), 60, "node2 schedulable")
+        time.sleep(2)
         head_node = next(n for n in nodes if n != node2)
 
         fleet = AssetFleet(
