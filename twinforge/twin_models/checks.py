@@ -242,11 +242,11 @@ def _names_in_scope(
         found.update(inherited)
     for content_id in node.values.get("contents", ()):
         child = nodes.get(content_id)
-        name = child.first("name") if child is not None else None
-        if isinstance(name, str):
-            if found.get(name, content_id) != content_id:
-                raise _NameClash(name)
-            found[name] = content_id
+        content_name = child.first("name") if child is not None else None
+        if isinstance(content_name, str):
+            if found.get(content_name, content_id) != content_id:
+                raise _NameClash(content_name)
+            found[content_name] = content_id
     memo[node.id] = found
     return found
 

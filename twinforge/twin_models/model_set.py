@@ -126,7 +126,7 @@ def _fill(entity: el.Entity, node: Node, lookup: Callable[[str], el.Entity]) -> 
     if node.undefined_cotypes:
         entity.undefined_types = list(node.undefined_cotypes)
         entity.undefined_properties = dict(node.undefined_properties)
-    plan = _fill_plan(node.cls, node.version, type(entity))
+    plan = _fill_plan(node.cls, node.version, type(entity))  # type: ignore[arg-type]
     for term, values in node.values.items():
         found = plan.get(term)
         if found is None:

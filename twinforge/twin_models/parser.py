@@ -28,6 +28,11 @@ Resolver = Callable[[list[str]], Iterable[str | dict[str, Any] | list[Any]] | No
 _ALLOWED_KEYWORDS = frozenset({"@context", "@id", "@type"})
 
 
+def _str_keys(obj: dict[Any, Any]) -> bool:
+    # Typed dict[Any, Any] so that compiled (mypyc) code does not assume str keys.
+    return all(isinstance(key, str) for key in obj)
+
+
 def _ignorable_keyword(key: object) -> bool:
     return (
         isinstance(key, str)
@@ -154,7 +159,7 @@ class _DocumentParser:
         where = (
             obj.get("@id") if isinstance(obj.get("@id"), str) else (parent.id if parent else None)
         )
-        if self.check_keys and not all(isinstance(key, str) for key in obj):
+        if self.check_keys and not _str_keys(obj):
             self.error(
                 "invalidJson",
                 "object keys must be strings",
@@ -853,7 +858,7 @@ class _Invalid:
 
 _SCALARS = frozenset({str, int, float, bool})
 # Lone UTF-16 surrogates are not Unicode text (json.loads lets "\ud800" through).
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 _INVALID = _Invalid()
@@ -991,7 +996,7 @@ def _plan(constraints: tuple[Constraint, ...]) -> _Plan:
     )
 
 
-def _decode(doc: str | bytes | dict[str, Any] | list[Any], index: int, state: _State) -> Any:
+def _decode(doc: Any, index: int, state: _State) -> Any:
     if not isinstance(doc, (str, bytes, bytearray)):
         return doc
     try:
@@ -1028,8 +1033,10 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result = dict(pairs)
     if len(result) != len(pairs):  # JSON-LD gives a repeated key no meaning: refuse it
         seen: set[str] = set()
-        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise ValueError(f"duplicate key {duplicate!r}")
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
     return result
 
 
@@ -1046,7 +1053,7 @@ def parse_documents(
     from .checks import check_model  # the cross-element pass
 
     state = _State(options)
-    pending = list(docs)
+    pending: list[Any] = list(docs)  # what callers pass may be anything; checked below
     offset = 0
     asked: set[str] = set()
     while True:
