@@ -18,7 +18,9 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-GROUP = "twinforge.twin_models._mypyc"  # the shared library: twinforge/twin_models/_mypyc__mypyc.*.so
+GROUP = (
+    "twinforge.twin_models._mypyc"  # the shared library: twinforge/twin_models/_mypyc__mypyc.*.so
+)
 
 
 class MypycBuildHook(BuildHookInterface):
