@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 from .metamodel import Extension, Language, language
 
@@ -38,6 +39,9 @@ class Limits:
     name: str  # "core" or the limit extension's context id
     overrides: Extension | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle/copy work when compiled with mypyc too
+        return Limits, (self.name, self.overrides)
+
 
 CORE_LIMITS = Limits("core")
 
@@ -54,6 +58,9 @@ class ActiveContext:
     def __post_init__(self) -> None:
         ids = tuple(e.context_id for e in self.extensions)
         object.__setattr__(self, "terms", _merged_terms(self.lang.version, ids))
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle/copy work when compiled with mypyc too
+        return ActiveContext, (self.lang, self.extensions, self.undefined_extension, self.limits)
 
     @property
     def version(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 _SEGMENT = r"[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?"
 _SYSTEM_SEGMENT = r"(?:_[A-Za-z0-9_]*|[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?)"
@@ -39,8 +40,11 @@ class Dtmi:
     minor_version: int | None
     fragment: str | None
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle/copy work when compiled with mypyc too
+        return Dtmi, (self.labels, self.major_version, self.minor_version, self.fragment)
+
     @classmethod
-    def parse(cls, text: str) -> Dtmi:
+    def parse(cls, text: object) -> Dtmi:
         """Parse ``text``; raises ``ValueError`` naming the rule it breaks."""
         if not isinstance(text, str):
             raise ValueError(f"a DTMI must be a string, got {type(text).__name__}")

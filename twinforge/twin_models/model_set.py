@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from functools import cache
+from typing import Any
 
 from . import elements as el
 from . import standard
@@ -39,6 +40,9 @@ class ModelSet(Mapping[str, el.Entity]):
         self.interfaces: dict[str, el.Interface] = {
             k: v for k, v in elements.items() if isinstance(v, el.Interface)
         }
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle/copy work when compiled with mypyc too
+        return ModelSet, (self._elements, self.roots)
 
     def __getitem__(self, dtmi: str) -> el.Entity:
         return self._elements[dtmi]
