@@ -244,8 +244,13 @@ def main() -> None:
             result: LoadResult = queue.get()
             process.join()
             load_end = time.monotonic()
+            # Drain the backlog; give up only when nothing arrives for 30 s (then what is
+            # missing is lost, not late).
+            done, progress_at = 0, time.monotonic()
             while pipeline.accepted + pipeline.rejected < result.acked:
-                if time.monotonic() - load_end > 120:
+                if pipeline.accepted + pipeline.rejected > done:
+                    done, progress_at = pipeline.accepted + pipeline.rejected, time.monotonic()
+                elif time.monotonic() - progress_at > 30:
                     break
                 time.sleep(0.05)
             drained = time.monotonic() - load_end
