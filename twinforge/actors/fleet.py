@@ -75,7 +75,9 @@ class AssetFleet:
         self.directory.place(assets)
         by_host: dict[int, dict[str, str]] = {}
         for twin_id, model_id in assets.items():
-            by_host.setdefault(self.directory.host_of(twin_id) or 0, {})[twin_id] = model_id
+            host = self.directory.host_of(twin_id)
+            assert host is not None  # placed just above
+            by_host.setdefault(host, {})[twin_id] = model_id
         ray.get([self._handle(h, a).add_assets.remote(a) for h, a in by_host.items()])
 
     def remove(self, twin_ids: Sequence[str]) -> None:

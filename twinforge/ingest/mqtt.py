@@ -37,6 +37,7 @@ from twinforge.ingest.messages import (
     Intake,
     Rejection,
 )
+from twinforge.ingest.mqtt_client import start_client
 from twinforge.ingest.validation import PROPERTIES, TELEMETRY
 
 log = logging.getLogger(__name__)
@@ -150,18 +151,10 @@ class MqttIngest:
 
     def start(self, timeout: float = 10.0) -> MqttIngest:
         """Connect (retrying in the background) and return once subscribed."""
-        if self._connect_properties is None:
-            self._client.connect_async(self.host, self.port)
-        else:
-            self._client.connect_async(
-                self.host, self.port, clean_start=False, properties=self._connect_properties
-            )
-        self._client.loop_start()
-        if not self.connected.wait(timeout):
-            self.stop()
-            raise ConnectionError(
-                f"MQTT broker {self.host}:{self.port} not reachable in {timeout} s"
-            )
+        session: dict[str, Any] = {}
+        if self._connect_properties is not None:
+            session = {"clean_start": False, "properties": self._connect_properties}
+        start_client(self._client, self.host, self.port, self.connected, timeout, **session)
         return self
 
     def stop(self) -> None:

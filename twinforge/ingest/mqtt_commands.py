@@ -44,6 +44,7 @@ from twinforge.ingest.command_reply import (
     CommandReply,
     InvalidCommandReply,
 )
+from twinforge.ingest.mqtt_client import start_client
 
 __all__ = [
     "COMMAND_TOPIC",
@@ -121,16 +122,8 @@ class MqttCommandTransport:
         """Connect (retrying in the background) and return once replies can arrive."""
         # A clean session each time: replies to commands of an earlier session are of no
         # use, their senders have already been told 504. (3.1.1 clients are clean by default.)
-        if self.protocol == mqtt.MQTTv5:
-            self._client.connect_async(self.host, self.port, clean_start=True)
-        else:
-            self._client.connect_async(self.host, self.port)
-        self._client.loop_start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise ConnectionError(
-                f"MQTT broker {self.host}:{self.port} not reachable in {timeout:g} s"
-            )
+        session = {"clean_start": True} if self.protocol == mqtt.MQTTv5 else {}
+        start_client(self._client, self.host, self.port, self._ready, timeout, **session)
         return self
 
     def stop(self) -> None:

@@ -22,7 +22,7 @@ from twinforge.actors.write_ahead_log import PROPERTIES as LOG_PROPERTIES
 from twinforge.actors.write_ahead_log import TELEMETRY as LOG_TELEMETRY
 from twinforge.actors.write_ahead_log import Entry
 from twinforge.ingest.dead_letters import DeadLetterStore
-from twinforge.ingest.messages import BAD_TIMESTAMP, OUT_OF_ORDER, Rejection
+from twinforge.ingest.messages import BAD_TIMESTAMP, OUT_OF_ORDER, UNKNOWN_TWIN, Rejection
 from twinforge.ingest.metrics import IngestMetrics
 from twinforge.ingest.validation import PROPERTIES, TELEMETRY, Refusal, TelemetryValidator
 
@@ -117,7 +117,7 @@ class IngestPipeline:
             reason, field_name, message = (
                 (refusal.reason, refusal.field, refusal.message)
                 if refusal is not None
-                else ("unknownTwin", None, f"twin {twin_id!r} has no asset host")
+                else (UNKNOWN_TWIN, None, f"twin {twin_id!r} has no asset host")
             )
             rejection = Rejection(reason, message, origin, now, payload, twin_id, field_name)
             return self._dead_letter(rejection)
