@@ -105,7 +105,7 @@ class AssetHost:
         skipped. A caller may acknowledge the messages once this returns.
         """
         self._wal.append(entries)
-        applied = self._apply(entries, live=True)
+        applied = self._apply(entries)
         self._batches_since_checkpoint += 1
         if (
             self._batches_since_checkpoint >= self.config.checkpoint_after_batches
@@ -114,7 +114,7 @@ class AssetHost:
             self.checkpoint()
         return applied
 
-    def _apply(self, entries: list[Entry], *, live: bool) -> int:
+    def _apply(self, entries: list[Entry]) -> int:
         applied = 0
         history: list[HistoryPoint] = []
         for twin_id, kind, values, source_time, received_time in entries:
@@ -127,8 +127,7 @@ class AssetHost:
                     continue  # a redelivered message: already applied and in history
             elif kind == PROPERTIES:
                 self._pending_properties.setdefault(twin_id, {}).update(values)
-            if live:
-                self._due_history(twin_id, kind, values, source_time, history)
+            self._due_history(twin_id, kind, values, source_time, history)
         if history:
             self._history_writer().put_many(history)
         return applied
@@ -173,7 +172,9 @@ class AssetHost:
                 self.assets[twin_id].restore(state[twin_id])
         replayed = 0
         for entries in batches:
-            replayed += self._apply(entries, live=False)
+            # Replayed entries go to history again: what the crashed process had buffered
+            # for it was lost with it, and the store keeps one point per (twin, field, ts).
+            replayed += self._apply(entries)
         if replayed:
             log.info("asset host %d replayed %d logged messages", self.host_id, replayed)
         return replayed
