@@ -32,6 +32,7 @@ def test_serve_runs_the_plant_with_its_dashboard(tmp_path: Path) -> None:
     env = os.environ | {
         "TWINFORGE_DATA_DIR": str(tmp_path / "data"),
         "TWINFORGE_METRICS_PORT": "0",
+        "TWINFORGE_API_PORT": "0",
         "TWINFORGE_DASHBOARD_PORT": str(free_port()),
     }
     process = subprocess.Popen(

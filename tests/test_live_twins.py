@@ -155,6 +155,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, broker: Mosquitto, plant)
         data_dir=data_dir,
         mqtt_url=f"mqtt://127.0.0.1:{broker.port}",
         metrics_port=0,
+        api_port=0,
         safety_policy=REPO / "examples" / "safety_policy.json",
         alarm_rules=REPO / "examples" / "alarm_rules.json",
         assets_per_host=10,

@@ -44,7 +44,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, plant, plc) -> Iterator[Twi
         assert not import_ndjson(TwinService(store), plant.to_import_ndjson().splitlines()).errors
     finally:
         store.close()
-    settings = Settings(data_dir=data_dir, opcua_url=plc.opcua_endpoint, metrics_port=0)
+    settings = Settings(data_dir=data_dir, opcua_url=plc.opcua_endpoint, metrics_port=0, api_port=0)
     running = TwinServer(settings, dashboard=False).start()
     yield running
     running.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,7 +13,9 @@ import typer
 from twinforge import __version__
 
 if TYPE_CHECKING:
+    from twinforge.graphql.api_keys import ApiKeyStore
     from twinforge.runtime.twin_service import TwinService
+    from twinforge.server import TwinServer
 
 app = typer.Typer(
     name="twinforge",
@@ -23,7 +25,8 @@ app = typer.Typer(
         "and a GraphQL API serves it all.\n\n"
         "models: check DTDL model files before loading them. graph: import into and query "
         "the twin graph (embedded FalkorDB unless TWINFORGE_GRAPH_URL names a server). "
-        "serve: run the server: live asset actors on Ray fed by MQTT and OPC UA."
+        "serve: run the server: live asset actors on Ray fed by MQTT and OPC UA, and the "
+        "GraphQL API. demo: the sample factory, everything embedded. keys: API keys."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -232,6 +235,13 @@ def graph_query(
             raise typer.Exit(1) from None
 
 
+Duration = Annotated[
+    float | None,
+    typer.Option(help="Stop after this many seconds (default: run until Ctrl-C)."),
+]
+Dashboard = Annotated[bool, typer.Option(help="Start the Ray dashboard.")]
+
+
 @app.command("serve")
 def serve(
     plant: Annotated[
@@ -243,36 +253,87 @@ def serve(
             help="Import this ADT import-job NDJSON file (models, twins, relationships) first.",
         ),
     ] = None,
-    duration: Annotated[
-        float | None,
-        typer.Option(help="Stop after this many seconds (default: run until Ctrl-C)."),
-    ] = None,
-    dashboard: Annotated[bool, typer.Option(help="Start the Ray dashboard.")] = True,
+    duration: Duration = None,
+    dashboard: Dashboard = True,
 ) -> None:
     """Run the server: the twin graph, an asset actor per twin on Ray, MQTT (and OPC UA)
-    ingest, commands and metrics. Configured by TWINFORGE_* variables; every service not
-    configured is embedded."""
-    import signal
-    import time
-
+    ingest, commands, the GraphQL API and metrics. Configured by TWINFORGE_* variables;
+    every service not configured is embedded."""
     from twinforge.runtime.twin_service import import_ndjson
     from twinforge.server import TwinServer
 
+    if plant is not None:
+        with _twin_service() as service, plant.open(encoding="utf-8") as lines:
+            report = import_ndjson(service, lines)
+        typer.echo(
+            f"imported {plant}: {report.models} models, {report.twins} twins, "
+            f"{report.relationships} relationships, {len(report.errors)} lines refused"
+        )
     server = TwinServer(dashboard=dashboard)
-    stop = {"now": False}
+    _run(server.start, server.stop, lambda: server, duration)
+
+
+@app.command("demo")
+def demo(
+    equipment: Annotated[
+        int, typer.Option(min=1, max=2000, help="Equipment twins in the sample factory.")
+    ] = 24,
+    rate_hz: Annotated[
+        float, typer.Option(min=0.1, max=50.0, help="Telemetry messages per machine per second.")
+    ] = 1.0,
+    duration: Duration = None,
+    dashboard: Dashboard = True,
+) -> None:
+    """Run the sample factory with everything embedded: its DTDL models and twins, the
+    plant simulator publishing telemetry over MQTT with faults that raise alarms, live
+    asset actors, commands and the GraphQL API. Prints the URLs and an admin API key."""
+    from twinforge.config import get_settings
+    from twinforge.demo import Demo, start_demo
+
+    started: dict[str, Demo] = {}
+
+    def start() -> None:
+        started["demo"] = start_demo(
+            get_settings(), equipment=equipment, rate_hz=rate_hz, dashboard=dashboard
+        )
+
+    def stop() -> None:
+        if "demo" in started:
+            started["demo"].stop()
+
+    def server() -> TwinServer | None:
+        return started["demo"].server if "demo" in started else None
+
+    def extra() -> None:
+        found = started["demo"]
+        typer.echo(f"Admin API key:  {found.admin_key}")
+        typer.echo('                (send it as "Authorization: Bearer <key>"; in GraphiQL,')
+        typer.echo("                 add it under Headers)")
+
+    _run(start, stop, server, duration, extra)
+
+
+def _run(
+    start: Callable[[], object],
+    stop: Callable[[], object],
+    server: Callable[[], TwinServer | None],
+    duration: float | None,
+    extra: Callable[[], None] | None = None,
+) -> None:
+    """Start, print where everything is, run until Ctrl-C, SIGTERM or ``duration``."""
+    import signal
+    import time
+
+    halt = {"now": False}
+    running = None
     try:
-        if plant is not None:
-            with _twin_service() as service, plant.open(encoding="utf-8") as lines:
-                report = import_ndjson(service, lines)
-            typer.echo(
-                f"imported {plant}: {report.models} models, {report.twins} twins, "
-                f"{report.relationships} relationships, {len(report.errors)} lines refused"
-            )
-        server.start()
+        start()
+        running = server()
         # After start: Ray installs a SIGTERM handler of its own that exits at once.
-        signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-        endpoints = server.endpoints
-        assert endpoints is not None
+        signal.signal(signal.SIGTERM, lambda *_: halt.update(now=True))
+        assert running is not None and running.endpoints is not None
+        endpoints = running.endpoints
+        typer.echo(f"GraphQL:        {endpoints.graphql}   (GraphiQL in a browser)")
         typer.echo(f"MQTT broker:    {endpoints.mqtt}")
         typer.echo(f"Metrics:        {endpoints.metrics}")
         typer.echo(f"Ray dashboard:  {endpoints.dashboard or 'off'}")
@@ -281,17 +342,70 @@ def serve(
             typer.echo(f"                (Ray asks for the token in {token})")
         if endpoints.opcua:
             typer.echo(f"OPC UA:         {endpoints.opcua}")
-        typer.echo(f"ready: {json.dumps(server.status())}", err=False)
+        if extra is not None:
+            extra()
+        typer.echo(f"ready: {json.dumps(running.status())}", err=False)
         deadline = None if duration is None else time.monotonic() + duration
-        while not stop["now"] and (deadline is None or time.monotonic() < deadline):
+        while not halt["now"] and (deadline is None or time.monotonic() < deadline):
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:
-        status = server.status() if server.pipeline is not None else {}
-        server.stop()
+        status = running.status() if running is not None and running.pipeline else {}
+        stop()
         if status:
             typer.echo(f"stopped: {json.dumps(status)}")
+
+
+keys_app = typer.Typer(
+    help="API keys for the GraphQL API (stored hashed in TWINFORGE_DATA_DIR).",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
+    role: Annotated[
+        list[str], typer.Option(help="viewer, operator, engineer or admin (repeatable).")
+    ],
+) -> None:
+    """Create an API key; prints its secret, which is shown only this once."""
+    from twinforge.graphql.errors import BadInput
+
+    try:
+        with contextlib.closing(_key_store()) as store:
+            issued = store.create(name, role)
+    except BadInput as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(issued.secret)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (never their secrets)."""
+    with contextlib.closing(_key_store()) as store:
+        for key in store.list():
+            state = "revoked" if key.revoked else "active"
+            typer.echo(f"{key.key_id}  {key.name}  {','.join(sorted(key.roles))}  {state}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> None:
+    """Revoke an API key: requests with it fail from now on (a running server included)."""
+    with contextlib.closing(_key_store()) as store:
+        if not store.revoke(key_id):
+            typer.echo(f"error: no key {key_id}", err=True)
+            raise typer.Exit(1)
+
+
+def _key_store() -> ApiKeyStore:
+    from twinforge.config import get_settings
+    from twinforge.graphql.api_keys import ApiKeyStore
+
+    return ApiKeyStore.in_data_dir(get_settings().data_dir)
 
 
 @contextlib.contextmanager

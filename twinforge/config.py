@@ -56,6 +56,18 @@ class Settings(BaseSettings):
     metrics_port: int = 9464
     """Prometheus metrics port (0: any free port)."""
 
+    api_host: str = "127.0.0.1"
+    """Interface the GraphQL API listens on (``0.0.0.0`` for every one)."""
+
+    api_port: int = 8000
+    """GraphQL API port (0: any free port); the endpoint is ``/graphql``."""
+
+    jwt_secret: str | None = None
+    """Secret that signs JWT bearer tokens. None: a random one kept in ``data_dir``."""
+
+    api_rate_limit: float = 1000.0
+    """Requests per second each API key or user may make (bursts of twice that)."""
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

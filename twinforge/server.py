@@ -3,14 +3,17 @@
 :class:`TwinServer` starts the graph (embedded FalkorDB, or Neo4j/FalkorDB by URL), Ray
 with its dashboard and the asset fleet, the ingest pipeline behind MQTT (embedded broker
 or ``TWINFORGE_MQTT_URL``) and, when configured, OPC UA, the command service with its
-safety policy and audit log, and the Prometheus endpoint. ``twinforge serve`` runs it.
+safety policy and audit log, the GraphQL API and the Prometheus endpoint.
+``twinforge serve`` runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from twinforge.actors.alarms import AlarmRule, load_alarm_rules
@@ -18,6 +21,13 @@ from twinforge.actors.asset_host import HostConfig
 from twinforge.actors.fleet import AssetFleet
 from twinforge.actors.twin_sync import TwinSync
 from twinforge.config import Settings, get_settings
+from twinforge.graphql.api_keys import ApiKeyStore
+from twinforge.graphql.app import create_app
+from twinforge.graphql.auth import Authenticator
+from twinforge.graphql.context import ApiServices
+from twinforge.graphql.limits import RateLimiter
+from twinforge.graphql.serving import ApiServer
+from twinforge.graphql.tokens import TokenIssuer, load_or_create_secret
 from twinforge.ingest.dead_letters import DeadLetterStore
 from twinforge.ingest.embedded_broker import EmbeddedBroker, mqtt_endpoint
 from twinforge.ingest.metrics import IngestMetrics, MetricsServer
@@ -28,7 +38,7 @@ from twinforge.ingest.opcua_commands import OpcUaCommandTransport
 from twinforge.ingest.pipeline import IngestPipeline
 from twinforge.ingest.validation import TelemetryValidator
 from twinforge.runtime.commands import AuditLog, CommandService, CommandTransport, SafetyPolicy
-from twinforge.runtime.events import EventKind, TwinEvent
+from twinforge.runtime.events import EventBus, EventKind, TwinEvent
 from twinforge.runtime.stores import FalkorDBStore, GraphStore, open_graph_store
 from twinforge.runtime.twin_service import NotFound, TwinService
 from twinforge.twin_models.elements import Interface
@@ -44,6 +54,7 @@ MQTT_CLIENT_ID = "twinforge-ingest"
 class Endpoints:
     """Where a running server can be reached."""
 
+    graphql: str
     mqtt: str
     metrics: str
     dashboard: str | None
@@ -70,6 +81,10 @@ class TwinServer:
         self.mqtt: MqttIngest | None = None
         self.opcua: OpcUaIngest | None = None
         self.commands: CommandService | None = None
+        self.live = EventBus()
+        """Telemetry and alarm events of the asset actors, for GraphQL subscriptions."""
+        self.api_keys: ApiKeyStore | None = None
+        self.api: ApiServer | None = None
         self.endpoints: Endpoints | None = None
         self._mqtt_commands: MqttCommandTransport | None = None
         self._opcua_commands: OpcUaCommandTransport | None = None
@@ -109,7 +124,9 @@ class TwinServer:
         self.dead_letters = DeadLetterStore.in_data_dir(data_dir)
         self.validator = TelemetryValidator(self.sync.model_of, self._interface_of_model)
         self.twins.bus.add_listener(self._on_model_change)
-        self.pipeline = IngestPipeline(self.validator, self.fleet, self.dead_letters, self.metrics)
+        self.pipeline = IngestPipeline(
+            self.validator, self.fleet, self.dead_letters, self.metrics, live=self.live
+        )
         host, port, self.broker = mqtt_endpoint(settings)
         mappings = (
             load_topic_mappings(settings.mqtt_mappings.read_text(encoding="utf-8"))
@@ -143,7 +160,15 @@ class TwinServer:
         )
         self.metrics.actor_processes(len(self.fleet.directory.hosts()))
         self.metrics.assets_live(len(self.sync.twins()))
+        self.api = self._start_api(data_dir)
+        # Everything built so far (Ray, the graph client, schemas) lives as long as the
+        # server: moved out of the collector's view, full collections stop rescanning it
+        # (they took up to 0.4 s each under API load). Collect first, so that start-up
+        # garbage is not kept for good.
+        gc.collect()
+        gc.freeze()
         self.endpoints = Endpoints(
+            graphql=self.api.url,
             mqtt=f"mqtt://{host}:{port}",
             metrics=self.metrics_server.url,
             dashboard=dashboard_url,
@@ -153,6 +178,8 @@ class TwinServer:
     def stop(self) -> None:
         """Stop everything started, in reverse order; safe to call more than once."""
         for step in (
+            lambda: self.api and self.api.stop(),
+            self.live.close,
             lambda: self.mqtt and self.mqtt.stop(),
             lambda: self.opcua and self.opcua.stop(),
             lambda: self.pipeline and self.pipeline.close(),
@@ -162,6 +189,7 @@ class TwinServer:
             lambda: self.broker and self.broker.stop(),
             lambda: self.metrics_server and self.metrics_server.stop(),
             lambda: self.dead_letters and self.dead_letters.close(),
+            lambda: self.api_keys and self.api_keys.close(),
             lambda: self.graph and self.graph.close(),
             self._stop_ray,
         ):
@@ -169,6 +197,7 @@ class TwinServer:
                 step()
             except Exception:
                 log.exception("shutdown step failed")
+        self.api = self.api_keys = None
         self.mqtt = self.opcua = self.pipeline = self.fleet = self.broker = None
         self._mqtt_commands = self._opcua_commands = None
         self.metrics_server = self.dead_letters = self.graph = None
@@ -205,6 +234,27 @@ class TwinServer:
 
             ray.shutdown()
             self._ray_started = False
+
+    def _start_api(self, data_dir: Path) -> ApiServer:
+        settings = self.settings
+        assert self.twins is not None
+        self.api_keys = ApiKeyStore.in_data_dir(data_dir)
+        secret = settings.jwt_secret or load_or_create_secret(data_dir / "jwt_secret")
+        tokens = TokenIssuer(secret)
+        services = ApiServices(
+            twins=self.twins,
+            authenticator=Authenticator(self.api_keys, tokens),
+            keys=self.api_keys,
+            tokens=tokens,
+            live=self.live,
+            assets=self.fleet,
+            commands=self.commands,
+            dead_letters=self.dead_letters,
+            rate_limiter=RateLimiter(settings.api_rate_limit, int(2 * settings.api_rate_limit))
+            if settings.api_rate_limit > 0
+            else None,
+        )
+        return ApiServer(create_app(services), settings.api_host, settings.api_port).start()
 
     def _start_opcua(self, endpoint: str) -> None:
         settings = self.settings

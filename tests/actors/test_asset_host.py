@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from twinforge.actors.alarms import load_alarm_rules
-from twinforge.actors.asset_host import AssetHost, HostConfig
+from twinforge.actors.alarms import AlarmChange, load_alarm_rules
+from twinforge.actors.asset_host import AssetHost, HostConfig, IngestResult
 from twinforge.actors.directory import AssetDirectory
 from twinforge.actors.ring_buffer import RingBuffer
 from twinforge.actors.write_ahead_log import WriteAheadLog
@@ -49,8 +49,10 @@ def test_ring_buffer_takes_values_that_are_not_numbers() -> None:
 
 def test_host_ingests_and_answers(tmp_path: Path) -> None:
     host = AssetHost(0, HostConfig(tmp_path, capacity=8), {"p1": PUMP, "p2": PUMP})
-    assert host.ingest([entry("p1", 100.0, flowRate=1.0), entry("p2", 100.0, pressure=2.0)]) == 2
-    assert host.ingest([entry("p1", 101.0, flowRate=2.0), entry("gone", 1.0, x=1)]) == 1
+    assert host.ingest([entry("p1", 100.0, flowRate=1.0), entry("p2", 100.0, pressure=2.0)]) == (
+        IngestResult(2)
+    )
+    assert host.ingest([entry("p1", 101.0, flowRate=2.0), entry("gone", 1.0, x=1)]).applied == 1
     snapshot = host.snapshot("p1")
     assert snapshot is not None
     assert snapshot["messages"] == 2
@@ -131,6 +133,73 @@ def test_alarm_rules_raise_and_clear(tmp_path: Path) -> None:
     assert host.active_alarms("p1")[0].since == 11.0
     host.ingest([entry("p1", 13.0, powerKw=10.0)])
     assert host.active_alarms("p1") == []
+    host.close()
+
+
+def test_ingest_reports_alarm_changes_once(tmp_path: Path) -> None:
+    rules = load_alarm_rules(
+        [
+            {"name": "hot", "model": EQUIPMENT, "field": "powerKw", "above": 50, "severity": 4},
+            {"name": "dry", "model": PUMP, "field": "flowRate", "below": 1},
+        ]
+    )
+    config = HostConfig(tmp_path, alarm_rules=tuple(rules), lineage={PUMP: (PUMP, EQUIPMENT)})
+    host = AssetHost(0, config, {"p1": PUMP, "p2": PUMP})
+    batch = [
+        entry("p1", 10.0, powerKw=20.0),
+        entry("p1", 11.0, powerKw=75.0),  # raises hot
+        entry("p2", 11.0, flowRate=0.5),  # raises dry on the other twin
+        entry("p1", 12.0, powerKw=80.0),  # still hot: no change
+        entry("p1", 13.0, powerKw=10.0),  # clears hot
+        entry("p1", 14.0, powerKw=90.0),  # hot again
+        entry("gone", 14.0, powerKw=90.0),  # not hosted
+    ]
+    result = host.ingest(batch)
+    assert result == IngestResult(
+        6,
+        (
+            AlarmChange("p1", True, "hot", 4, 11.0, "powerKw", 75.0, 11.0),
+            AlarmChange("p2", True, "dry", 2, 11.0, "flowRate", 0.5, 11.0),
+            AlarmChange("p1", False, "hot", 4, 11.0, "powerKw", 10.0, 13.0),
+            AlarmChange("p1", True, "hot", 4, 14.0, "powerKw", 90.0, 14.0),
+        ),
+    )
+    assert result.alarms[2].event_data() == {
+        "name": "hot",
+        "severity": 4,
+        "since": 11.0,
+        "field": "powerKw",
+        "value": 10.0,
+        "time": 13.0,
+    }
+    assert host.ingest([entry("p2", 15.0, pressure=3.0)]) == IngestResult(1)  # no rule field
+
+    # A crash: the restarted host replays its log silently (the changes were reported
+    # when the batch was ingested), and a retried batch is a redelivery: no changes again.
+    again = AssetHost(0, config)
+    assert again.replayed == 7
+    assert [a.since for a in again.active_alarms("p1")] == [14.0]
+    assert again.ingest(batch) == IngestResult(6)
+    again.close()
+
+
+def test_batched_queries_answer_like_the_single_ones(tmp_path: Path) -> None:
+    rules = load_alarm_rules([{"name": "hot", "model": PUMP, "field": "powerKw", "above": 50}])
+    host = AssetHost(0, HostConfig(tmp_path, alarm_rules=tuple(rules)), {"p1": PUMP, "p2": PUMP})
+    host.ingest([entry("p1", 1.0, powerKw=70.0), entry("p2", 1.0, powerKw=5.0, flowRate=2.0)])
+    host.ingest([entry("p2", 2.0, flowRate=3.0)])
+
+    assert host.snapshots(["p2", "gone", "p1"]) == {
+        "p1": host.snapshot("p1"),
+        "p2": host.snapshot("p2"),
+    }
+    assert host.alarms_of(["p1", "p2", "gone"]) == {
+        "p1": host.active_alarms("p1"),
+        "p2": [],
+    }
+    requests = [("p2", "flowRate", None), ("p1", "powerKw", 1), ("gone", "x", None)]
+    assert host.series_many(requests) == [host.series(*request) for request in requests]
+    assert host.series_many(requests)[0] == {"times": [1.0, 2.0], "values": [2.0, 3.0]}
     host.close()
 
 

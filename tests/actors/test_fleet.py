@@ -16,42 +16,18 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 
-from twinforge.actors.asset_host import HostConfig
+from twinforge.actors.asset_host import IngestResult
 from twinforge.actors.fleet import AssetFleet
 from twinforge.actors.write_ahead_log import Entry
 
 MODEL = "dtmi:twinforge:test:Machine;1"
 HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture
-def make_fleet(ray_cluster, tmp_path: Path) -> Iterator[Callable[..., AssetFleet]]:
-    """Fleets on the shared cluster, each test in a namespace of its own; whatever a test
-    leaves running is killed at its end (the data stays in tmp_path)."""
-    ray = ray_cluster
-    fleets: list[AssetFleet] = []
-    namespace = f"test-{os.getpid()}-{time.monotonic_ns()}"
-
-    def make(assets_per_host: int, **config) -> AssetFleet:
-        config.setdefault("history_interval_s", 0.0)
-        fleet = AssetFleet(
-            HostConfig(tmp_path / "data", **config),
-            assets_per_host=assets_per_host,
-            namespace=namespace,
-        )
-        fleets.append(fleet)
-        return fleet
-
-    yield make
-    for fleet in fleets:
-        for handle in fleet._handles.values():
-            ray.kill(handle, no_restart=True)
 
 
 def twins(n: int) -> dict[str, str]:
@@ -70,12 +46,12 @@ def batches(fleet: AssetFleet, values: dict[str, dict], time_: float) -> dict[in
 
 def ingest(fleet: AssetFleet, names: list[str], rounds: range) -> None:
     """Round k gives every twin ``{"seq": k, "temperature": 20 + k}`` at source time k."""
-    futures: list[Future[int]] = []
+    futures: list[Future[IngestResult]] = []
     for k in rounds:
         values = {t: {"seq": k, "temperature": 20.0 + k} for t in names}
         futures += [fleet.send(h, e) for h, e in batches(fleet, values, float(k)).items()]
     for future in futures:
-        assert future.result(timeout=120) > 0
+        assert future.result(timeout=120).applied > 0
 
 
 def dashboard_name(ray, handle) -> str:
@@ -125,7 +101,7 @@ def test_250_assets_on_three_hosts_ingest_and_show_their_state(ray_cluster, make
     # Some twins also get a component field, in a batch of their own.
     extra = {t: {"motor/speed": 1500} for t in names[::50]}
     for host, entries in batches(fleet, extra, 6.0).items():
-        assert fleet.send(host, entries).result(timeout=60) == len(entries)
+        assert fleet.send(host, entries).result(timeout=60).applied == len(entries)
 
     snap = fleet.snapshot("machine-123")
     assert snap is not None
@@ -180,7 +156,7 @@ class Sender(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        pending: deque[tuple[int, Future[int], list[Entry]]] = deque()
+        pending: deque[tuple[int, Future[IngestResult], list[Entry]]] = deque()
         k = 0
         try:
             while not self.stop.is_set():
@@ -195,8 +171,8 @@ class Sender(threading.Thread):
         except BaseException as error:  # surfaced by the test
             self.errors.append(error)
 
-    def _settle(self, k: int, future: Future[int], entries: list[Entry]) -> None:
-        applied = future.result(timeout=120)
+    def _settle(self, k: int, future: Future[IngestResult], entries: list[Entry]) -> None:
+        applied = future.result(timeout=120).applied
         assert applied == len(entries), (applied, len(entries))
         for twin, *_ in entries:
             self.acked[twin].add(k)

@@ -7,7 +7,7 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-from twinforge.actors.asset_host import AssetHost, HostConfig
+from twinforge.actors.asset_host import AssetHost, HostConfig, IngestResult
 from twinforge.actors.write_ahead_log import Entry
 from twinforge.twin_models import ModelSet, parse_models
 
@@ -45,8 +45,8 @@ class LocalHosts:
     def route(self, twin_id: str) -> int | None:
         return self.placement.get(twin_id)
 
-    def send(self, host: int, entries: list[Entry]) -> Future[int]:
-        future: Future[int] = Future()
+    def send(self, host: int, entries: list[Entry]) -> Future[IngestResult]:
+        future: Future[IngestResult] = Future()
 
         def run() -> None:
             self.hold.wait()

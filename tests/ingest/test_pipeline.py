@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ingest_parts import CNC, PUMP, LocalHosts, example_models
@@ -15,6 +17,7 @@ from twinforge.ingest.messages import Rejection
 from twinforge.ingest.metrics import IngestMetrics
 from twinforge.ingest.pipeline import IngestPipeline
 from twinforge.ingest.validation import PROPERTIES, TelemetryValidator
+from twinforge.runtime.events import EventBus, EventKind, TwinEvent
 
 TWINS = {"pump-1": PUMP, "pump-2": PUMP, "cnc-1": CNC}
 NOW = time.time()
@@ -145,3 +148,58 @@ def test_transport_rejections_are_stored(pipeline: IngestPipeline) -> None:
     assert pipeline.dead_letters.list()[0].payload == b"\xff\x00"
     pipeline.drain()
     assert pipeline.rejected == 1
+
+
+def test_durable_messages_are_published_once_even_after_failed_sends(
+    models, hosts: LocalHosts, tmp_path: Path
+) -> None:
+    bus = EventBus()
+    seen: list[TwinEvent] = []
+    bus.add_listener(seen.append)
+    validator = TelemetryValidator(TWINS.get, models.interface)
+    with DeadLetterStore(tmp_path / "dead.sqlite3") as letters:
+        pipeline = IngestPipeline(validator, hosts, letters, live=bus)
+        hosts.fail_next = 2  # the first sends fail and are retried: published once, when durable
+        futures = [
+            pipeline.offer("pump-2", {"pressure": float(i)}, source_time=NOW + i) for i in range(5)
+        ]
+        futures.append(pipeline.offer("nobody", {"pressure": 1.0}))  # dead-lettered: not live
+        pipeline.close()
+    assert [f.result() for f in futures] == [True] * 5 + [False]
+    assert [(e.kind, e.subject, e.data["values"], e.data["sourceTime"]) for e in seen] == [
+        (EventKind.TELEMETRY, "pump-2", {"pressure": float(i)}, NOW + i) for i in range(5)
+    ]
+    assert hosts.fail_next == 0
+
+
+class _BrokenBus(EventBus):
+    """A bus whose publishing fails: the pipeline must carry on regardless."""
+
+    def publish_many(self, *args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("bus broken")
+
+
+def test_a_failing_live_bus_never_stops_ingest(
+    models, hosts: LocalHosts, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = _BrokenBus()
+    bus.add_listener(lambda event: None)  # a consumer, so the pipeline publishes
+    validator = TelemetryValidator(TWINS.get, models.interface)
+    with (
+        caplog.at_level(logging.ERROR, logger="twinforge.ingest.pipeline"),
+        DeadLetterStore(tmp_path / "dead.sqlite3") as letters,
+    ):
+        pipeline = IngestPipeline(validator, hosts, letters, live=bus)
+        try:
+            futures = [
+                pipeline.offer("pump-1", {"flowRate": float(i)}, source_time=NOW + i)
+                for i in range(3)
+            ]
+            assert all(f.result(timeout=10) for f in futures)
+            pipeline.drain()
+        finally:
+            pipeline.close()
+    assert pipeline.accepted == 3
+    snapshot = hosts.snapshot("pump-1")
+    assert snapshot is not None and snapshot["messages"] == 3
+    assert "were not published" in caplog.text

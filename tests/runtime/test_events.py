@@ -328,3 +328,229 @@ def test_subscribe_needs_a_running_loop_and_a_positive_size() -> None:
 
     with pytest.raises(ValueError, match="maxsize"):
         asyncio.run(bad_size())
+
+
+# -- subjects --------------------------------------------------------------------------
+
+
+def test_a_subscription_with_subjects_gets_only_their_events() -> None:
+    async def scenario() -> list[list[TwinEvent | Gap]]:
+        bus = EventBus()
+        pump = bus.subscribe(subjects=["pump-1"])
+        both = bus.subscribe(subjects={"pump-1", "tank-1"})
+        everything = bus.subscribe()
+        for subject in ("pump-1", "tank-1", "valve-1", "pump-1"):
+            bus.publish(EventKind.TELEMETRY, subject, {"values": {}})
+        return [await take(pump, 2), await take(both, 3), await take(everything, 4)]
+
+    pump, both, everything = asyncio.run(scenario())
+    assert [(e.subject, e.sequence) for e in pump] == [("pump-1", 1), ("pump-1", 4)]
+    assert [(e.subject, e.sequence) for e in both] == [("pump-1", 1), ("tank-1", 2), ("pump-1", 4)]
+    assert [e.sequence for e in everything] == [1, 2, 3, 4]
+
+
+def test_other_subjects_events_are_never_offered_to_a_subscription() -> None:
+    offered: list[str] = []
+
+    def count(event: TwinEvent) -> bool:  # runs once per event offered to the subscription
+        offered.append(event.subject)
+        return True
+
+    async def scenario() -> list[TwinEvent | Gap]:
+        bus = EventBus()
+        subscription = bus.subscribe(subjects=["twin-7"], predicate=count)
+        others = [bus.subscribe(subjects=[f"twin-{n}"], maxsize=1) for n in range(100)]
+        for round_ in range(10):
+            for n in range(100):
+                bus.publish(EventKind.TELEMETRY, f"twin-{n}", {"round": round_})
+        items = await take(subscription, 10)
+        assert all(other.dropped == 9 for other in others)  # each saw its own ten only
+        return items
+
+    items = asyncio.run(scenario())
+    assert offered == ["twin-7"] * 10
+    assert [item.data["round"] for item in items] == list(range(10))
+
+
+def test_kinds_and_subjects_combine() -> None:
+    async def scenario() -> list[TwinEvent | Gap]:
+        bus = EventBus()
+        alarms = bus.subscribe(subjects=["pump-1"], kinds={EventKind.ALARM_RAISED, "alarm.cleared"})
+        bus.publish(EventKind.TELEMETRY, "pump-1", {"values": {"powerKw": 80}})
+        bus.publish(EventKind.ALARM_RAISED, "pump-2", {"name": "hot"})
+        bus.publish(EventKind.ALARM_RAISED, "pump-1", {"name": "hot"})
+        bus.publish(EventKind.ALARM_CLEARED, "pump-1", {"name": "hot"})
+        return await take(alarms, 2)
+
+    items = asyncio.run(scenario())
+    assert [(e.kind, e.subject) for e in items] == [
+        (EventKind.ALARM_RAISED, "pump-1"),
+        (EventKind.ALARM_CLEARED, "pump-1"),
+    ]
+
+
+def test_closing_removes_a_subscription_from_the_subject_index() -> None:
+    async def scenario() -> None:
+        bus = EventBus()
+        first = bus.subscribe(subjects=["a", "b"])
+        second = bus.subscribe(subjects=["b"])
+        assert bus._by_subject == {"a": (first,), "b": (first, second)}
+        assert bus.subscriber_count == 2
+
+        first.close()
+        first.close()  # twice is fine
+        assert bus._by_subject == {"b": (second,)}
+        assert bus.subscriber_count == 1
+        bus.publish(EventKind.TELEMETRY, "b", {})
+        assert [item async for item in first] == []
+        [event] = await take(second, 1)
+        assert event.subject == "b"
+
+        async with bus.subscribe(subjects=["c"]):
+            assert set(bus._by_subject) == {"b", "c"}
+        assert set(bus._by_subject) == {"b"}
+
+        bus.close()
+        assert bus._by_subject == {}
+        assert bus.subscriber_count == 0
+        assert not bus.has_consumers
+
+    asyncio.run(scenario())
+
+
+def test_a_gap_marks_the_loss_on_a_subject_subscription() -> None:
+    async def scenario() -> tuple[list[TwinEvent | Gap], int]:
+        bus = EventBus()
+        subscription = bus.subscribe(subjects=["pump-1"], maxsize=2)
+        for index in range(5):
+            bus.publish(EventKind.TELEMETRY, "pump-1", {"i": index})
+            bus.publish(EventKind.TELEMETRY, "pump-2", {"i": index})  # not counted as lost
+        return await take(subscription, 3), subscription.dropped
+
+    items, dropped = asyncio.run(scenario())
+    assert items[0] == Gap(missed=3)
+    assert [item.data["i"] for item in items[1:]] == [3, 4]
+    assert dropped == 3
+
+
+def test_a_subject_subscription_whose_loop_closed_is_dropped_at_its_next_event() -> None:
+    bus = EventBus()
+
+    async def abandon() -> Subscription:
+        return bus.subscribe(subjects=["pump-1"])
+
+    subscription = asyncio.run(abandon())
+    bus.publish(EventKind.TELEMETRY, "pump-2", {})
+    assert bus.subscriber_count == 1  # not offered that one
+    bus.publish(EventKind.TELEMETRY, "pump-1", {})
+    assert (bus.subscriber_count, bus._by_subject, subscription.closed) == (0, {}, True)
+
+
+def test_subjects_must_be_a_collection_not_a_string() -> None:
+    async def scenario() -> None:
+        EventBus().subscribe(subjects="pump-1")
+
+    with pytest.raises(TypeError, match="subjects"):
+        asyncio.run(scenario())
+
+
+def test_many_subject_subscriptions_from_many_threads_stay_in_order() -> None:
+    twins, per_twin, threads = 100, 10, 4
+
+    async def scenario() -> list[list[TwinEvent | Gap]]:
+        bus = EventBus()
+        # Ten subscriptions per twin, as GraphQL clients watching a plant.
+        subscriptions = [
+            bus.subscribe(subjects=[f"twin-{n % twins}"], maxsize=per_twin * threads)
+            for n in range(twins * 10)
+        ]
+        readers = [asyncio.create_task(take(s, per_twin * threads)) for s in subscriptions]
+        await asyncio.sleep(0)
+
+        def publish(worker: int) -> None:
+            for index in range(per_twin):
+                bus.publish_many(
+                    EventKind.TELEMETRY,
+                    [(f"twin-{n}", {"worker": worker, "i": index}) for n in range(twins)],
+                )
+
+        await asyncio.gather(*(asyncio.to_thread(publish, w) for w in range(threads)))
+        results = await asyncio.gather(*readers)
+        assert bus.published == twins * per_twin * threads
+        return results
+
+    for n, items in enumerate(asyncio.run(scenario())):
+        assert {item.subject for item in items} == {f"twin-{n % twins}"}
+        sequences = [item.sequence for item in items]
+        assert sequences == sorted(sequences)
+        for worker in range(threads):
+            mine = [item.data["i"] for item in items if item.data["worker"] == worker]
+            assert mine == list(range(per_twin))
+
+
+# -- publish_many, consumers -------------------------------------------------------------
+
+
+def test_publish_many_numbers_like_publish_and_builds_only_what_is_watched() -> None:
+    built: list[str] = []
+
+    def build(raw: str) -> dict[str, str]:
+        built.append(raw)
+        return {"raw": raw}
+
+    async def scenario() -> tuple[list[TwinEvent | Gap], list[TwinEvent | Gap]]:
+        bus = EventBus()
+        assert bus.publish_many(EventKind.TELEMETRY, [("a", "a0"), ("b", "b0")], build) == 2
+        assert built == []  # nobody listens: numbered and counted only
+        watch_a = bus.subscribe(subjects=["a"])
+        alarms = bus.subscribe(kinds=[EventKind.ALARM_RAISED])  # every subject, other kind
+        bus.publish(EventKind.TWIN_CREATED, "a", {})
+        items = [("a", "a1"), ("b", "b1"), ("c", "c1"), ("a", "a2")]
+        assert bus.publish_many(EventKind.TELEMETRY, iter(items), build) == 4
+        bus.publish_many(EventKind.ALARM_RAISED, [("b", {"name": "hot"})])
+        assert bus.published == 8
+        return await take(watch_a, 3), await take(alarms, 1)
+
+    watched, alarms = asyncio.run(scenario())
+    assert built == ["a1", "a2"]
+    assert [(e.kind, e.sequence) for e in watched] == [
+        (EventKind.TWIN_CREATED, 3),
+        (EventKind.TELEMETRY, 4),
+        (EventKind.TELEMETRY, 7),
+    ]
+    assert [e.data for e in watched[1:]] == [{"raw": "a1"}, {"raw": "a2"}]
+    assert watched[1].timestamp == watched[2].timestamp  # one batch, one timestamp
+    assert [(e.subject, e.sequence) for e in alarms] == [("b", 8)]
+
+
+def test_publish_many_reaches_listeners_for_every_subject() -> None:
+    bus = EventBus()
+    seen: list[tuple[str, int]] = []
+    bus.add_listener(lambda event: seen.append((event.subject, event.sequence)))
+    bus.publish_many("telemetry", [("a", {}), ("b", {})])
+    assert seen == [("a", 1), ("b", 2)]
+
+
+def test_has_consumers_and_wants_follow_subscriptions_and_listeners() -> None:
+    async def scenario() -> None:
+        bus = EventBus()
+        assert not bus.has_consumers and not bus.wants(EventKind.TELEMETRY)
+        alarms = bus.subscribe(kinds=[EventKind.ALARM_RAISED], subjects=["pump-1"])
+        assert bus.has_consumers
+        assert bus.wants(EventKind.ALARM_RAISED) and not bus.wants(EventKind.TELEMETRY)
+        everything = bus.subscribe()
+        assert bus.wants(EventKind.TELEMETRY)
+        everything.close()
+        assert not bus.wants(EventKind.TELEMETRY)
+        alarms.close()
+        assert not bus.has_consumers and not bus.wants(EventKind.ALARM_RAISED)
+
+        def listener(event: TwinEvent) -> None:
+            pass
+
+        bus.add_listener(listener)
+        assert bus.has_consumers and bus.wants(EventKind.TELEMETRY)
+        bus.remove_listener(listener)
+        assert not bus.has_consumers
+
+    asyncio.run(scenario())

@@ -351,6 +351,17 @@ def test_relationships_out_and_in(plant: TwinService) -> None:
     assert got["$relationshipName"] == "backupOf" and got["$etag"]
 
 
+def test_relationships_of_many_twins_in_one_call(plant: TwinService) -> None:
+    ids = ["tank1", "tank2", "pump2", "nobody"]
+    out = plant.relationships_of(ids)
+    assert set(out) <= set(ids) and "nobody" not in out
+    for twin_id in ids:
+        assert out.get(twin_id, []) == plant.list_relationships(twin_id)
+    incoming = plant.incoming_relationships_of(ids)
+    for twin_id in ids:
+        assert incoming.get(twin_id, []) == plant.list_incoming_relationships(twin_id)
+
+
 def test_relationship_rules(plant: TwinService) -> None:
     edges = _edge_count(plant)
 

@@ -61,3 +61,52 @@ class Alarm:
     since: float
     field: str
     value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmChange:
+    """An alarm an asset raised or cleared while applying a message.
+
+    For a raised alarm ``value`` is the value that breached the rule and ``time`` equals
+    ``since``; for a cleared one ``since`` is when it was raised, and ``value`` and ``time``
+    are the value and source time that brought ``field`` back inside its limits.
+    """
+
+    twin_id: str
+    raised: bool
+    name: str
+    severity: int
+    since: float
+    field: str
+    value: Any
+    time: float
+
+    @classmethod
+    def raised_now(cls, twin_id: str, alarm: Alarm) -> AlarmChange:
+        return cls(
+            twin_id,
+            True,
+            alarm.name,
+            alarm.severity,
+            alarm.since,
+            alarm.field,
+            alarm.value,
+            alarm.since,
+        )
+
+    @classmethod
+    def cleared_by(cls, twin_id: str, alarm: Alarm, value: Any, time: float) -> AlarmChange:
+        return cls(
+            twin_id, False, alarm.name, alarm.severity, alarm.since, alarm.field, value, time
+        )
+
+    def event_data(self) -> dict[str, Any]:
+        """The payload of the ``alarm.raised`` / ``alarm.cleared`` event."""
+        return {
+            "name": self.name,
+            "severity": self.severity,
+            "since": self.since,
+            "field": self.field,
+            "value": self.value,
+            "time": self.time,
+        }

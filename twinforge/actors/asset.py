@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from twinforge.actors.alarms import Alarm, AlarmRule
+from twinforge.actors.alarms import Alarm, AlarmChange, AlarmRule
 from twinforge.actors.ring_buffer import RingBuffer
 
 #: Messages per asset remembered for dropping redeliveries.
@@ -38,11 +38,18 @@ class Asset:
     #: seen again with the same source time and fields is the same message.
     recent: dict[tuple[Any, ...], None] = field(default_factory=dict)
 
-    def apply(self, values: dict[str, Any], source_time: float, received_time: float) -> bool:
+    def apply(
+        self,
+        values: dict[str, Any],
+        source_time: float,
+        received_time: float,
+        changes: list[AlarmChange] | None = None,
+    ) -> bool:
         """Record one message's values; False if it is a duplicate of a recent one.
 
         A value older than the field's last is kept in the series but does not replace
-        the last value (a late delivery)."""
+        the last value (a late delivery). Alarms raised or cleared by the message are
+        appended to ``changes`` if given."""
         key = (source_time, *values)
         if key in self.recent:
             self.duplicates += 1
@@ -60,21 +67,26 @@ class Asset:
             if last is None or source_time >= last.source_time:
                 self.last[name] = LastValue(value, source_time, received_time)
         if self.rules:
-            self._evaluate(values, source_time)
+            self._evaluate(values, source_time, changes)
         return True
 
-    def _evaluate(self, values: dict[str, Any], time: float) -> None:
+    def _evaluate(
+        self, values: dict[str, Any], time: float, changes: list[AlarmChange] | None
+    ) -> None:
         for rule in self.rules:
             if rule.field not in values:
                 continue
             value = values[rule.field]
             if rule.breached(value):
                 if rule.name not in self.alarms:
-                    self.alarms[rule.name] = Alarm(
-                        rule.name, rule.severity, time, rule.field, value
-                    )
+                    alarm = Alarm(rule.name, rule.severity, time, rule.field, value)
+                    self.alarms[rule.name] = alarm
+                    if changes is not None:
+                        changes.append(AlarmChange.raised_now(self.twin_id, alarm))
             else:
-                self.alarms.pop(rule.name, None)
+                cleared = self.alarms.pop(rule.name, None)
+                if cleared is not None and changes is not None:
+                    changes.append(AlarmChange.cleared_by(self.twin_id, cleared, value, time))
 
     def snapshot(self) -> dict[str, Any]:
         """Last values, alarms and counts as plain JSON-ready data."""

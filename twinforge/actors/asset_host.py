@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from twinforge.actors.alarms import Alarm, AlarmRule
+from twinforge.actors.alarms import Alarm, AlarmChange, AlarmRule
 from twinforge.actors.asset import Asset
 from twinforge.actors.write_ahead_log import PROPERTIES, TELEMETRY, Entry, WriteAheadLog
 from twinforge.runtime.history import BatchingWriter, HistoryPoint, open_history_store
@@ -49,6 +49,15 @@ class HostConfig:
     lineage: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Model id -> the model and every model it extends, for matching alarm rules."""
     synchronous: str = "FULL"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What :meth:`AssetHost.ingest` did with a batch: how many entries it applied, and
+    the alarms their messages raised or cleared, in order (for the live event feed)."""
+
+    applied: int
+    alarms: tuple[AlarmChange, ...] = ()
 
 
 class AssetHost:
@@ -98,23 +107,27 @@ class AssetHost:
 
     # -- ingest --------------------------------------------------------------------
 
-    def ingest(self, entries: list[Entry]) -> int:
-        """Log ``entries`` durably, then apply them; returns how many were applied.
+    def ingest(self, entries: list[Entry]) -> IngestResult:
+        """Log ``entries`` durably, then apply them; returns how many were applied and the
+        alarm changes they caused.
 
         Entries for twins this host does not own (deleted meanwhile) are logged and
         skipped. A caller may acknowledge the messages once this returns.
         """
         self._wal.append(entries)
-        applied = self._apply(entries)
+        changes: list[AlarmChange] = []
+        applied = self._apply(entries, changes)
         self._batches_since_checkpoint += 1
         if (
             self._batches_since_checkpoint >= self.config.checkpoint_after_batches
             or time.monotonic() - self._last_checkpoint >= self.config.checkpoint_every_s
         ):
             self.checkpoint()
-        return applied
+        return IngestResult(applied, tuple(changes))
 
-    def _apply(self, entries: list[Entry]) -> int:
+    def _apply(self, entries: list[Entry], changes: list[AlarmChange] | None = None) -> int:
+        """Apply logged entries; alarm changes go to ``changes`` if given (a replay passes
+        None: whoever heard of them did so when the batch was first ingested)."""
         applied = 0
         history: list[HistoryPoint] = []
         for twin_id, kind, values, source_time, received_time in entries:
@@ -123,7 +136,7 @@ class AssetHost:
                 continue
             applied += 1
             if kind == TELEMETRY:
-                if not asset.apply(values, source_time, received_time):
+                if not asset.apply(values, source_time, received_time, changes):
                     continue  # a redelivered message: already applied and in history
             elif kind == PROPERTIES:
                 self._pending_properties.setdefault(twin_id, {}).update(values)
@@ -214,6 +227,20 @@ class AssetHost:
     def active_alarms(self, twin_id: str) -> list[Alarm]:
         asset = self.assets.get(twin_id)
         return [] if asset is None else list(asset.alarms.values())
+
+    def snapshots(self, twin_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """:meth:`snapshot` of each twin hosted here; the others are left out."""
+        assets = self.assets
+        return {t: assets[t].snapshot() for t in twin_ids if t in assets}
+
+    def alarms_of(self, twin_ids: Sequence[str]) -> dict[str, list[Alarm]]:
+        """:meth:`active_alarms` of each twin hosted here; the others are left out."""
+        assets = self.assets
+        return {t: list(assets[t].alarms.values()) for t in twin_ids if t in assets}
+
+    def series_many(self, requests: Sequence[tuple[str, str, int | None]]) -> list[dict[str, list]]:
+        """:meth:`series` for each ``(twin id, field, n)``, in order."""
+        return [self.series(twin_id, field_path, n) for twin_id, field_path, n in requests]
 
     def stats(self) -> dict[str, Any]:
         """Who and where this host is, and what it holds (for placement and benchmarks)."""

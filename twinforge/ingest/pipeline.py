@@ -5,6 +5,10 @@ grouped per asset host and sent in batches by one sender thread; each message's 
 completes once its batch is in the host's write-ahead log, and only then does the
 transport acknowledge the message to the broker or server. A failed send is retried
 (the batch is kept) until it succeeds, so nothing accepted is dropped.
+
+Given a live :class:`~twinforge.runtime.events.EventBus`, the pipeline then publishes each
+durable message (``telemetry``) and each alarm the hosts raised or cleared on the way
+(``alarm.raised``, ``alarm.cleared``), for GraphQL subscriptions.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twinforge.actors.write_ahead_log import PROPERTIES as LOG_PROPERTIES
 from twinforge.actors.write_ahead_log import TELEMETRY as LOG_TELEMETRY
@@ -25,6 +29,10 @@ from twinforge.ingest.dead_letters import DeadLetterStore
 from twinforge.ingest.messages import BAD_TIMESTAMP, OUT_OF_ORDER, UNKNOWN_TWIN, Rejection
 from twinforge.ingest.metrics import IngestMetrics
 from twinforge.ingest.validation import PROPERTIES, TELEMETRY, Refusal, TelemetryValidator
+from twinforge.runtime.events import EventBus, EventKind
+
+if TYPE_CHECKING:
+    from twinforge.actors.asset_host import IngestResult
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +42,7 @@ class Router(Protocol):
 
     def route(self, twin_id: str) -> int | None: ...
 
-    def send(self, host: int, entries: list[Entry]) -> Future[int]: ...
+    def send(self, host: int, entries: list[Entry]) -> Future[IngestResult]: ...
 
 
 @dataclass(slots=True)
@@ -54,7 +62,9 @@ class IngestPipeline:
 
     ``out_of_order_s``: a value older than its twin's newest accepted source time by
     more than this is refused (``outOfOrder``); ``future_skew_s``: a source time further
-    ahead of this machine's clock is refused (``badTimestamp``).
+    ahead of this machine's clock is refused (``badTimestamp``). ``live``: where durable
+    messages and alarm changes are published (see the module docstring); events nobody
+    subscribes to are never built.
     """
 
     def __init__(
@@ -69,6 +79,7 @@ class IngestPipeline:
         out_of_order_s: float = 300.0,
         future_skew_s: float = 300.0,
         clock: Callable[[], float] = time.time,
+        live: EventBus | None = None,
     ) -> None:
         self.validator = validator
         self.router = router
@@ -79,6 +90,7 @@ class IngestPipeline:
         self.out_of_order_s = out_of_order_s
         self.future_skew_s = future_skew_s
         self.clock = clock
+        self.live = live
         self.accepted = 0
         self.rejected = 0
         self._newest: dict[str, float] = {}
@@ -225,13 +237,15 @@ class IngestPipeline:
             return
         sent.add_done_callback(lambda done: self._sent(batch, done))
 
-    def _sent(self, batch: _Batch, done: Future[int]) -> None:
+    def _sent(self, batch: _Batch, done: Future[IngestResult]) -> None:
         error = done.exception()
         if error is not None:
             self._failed(batch, error)
             return
         now = self.clock()
         batch.done.set_result(True)
+        if self.live is not None:
+            self._publish_live(self.live, batch, done.result())
         if self.metrics is not None:
             self.metrics.batch(len(batch.entries))
             for transport, count in Counter(batch.transports).items():
@@ -242,6 +256,21 @@ class IngestPipeline:
             self.accepted += len(batch.entries)
             self._in_flight -= 1
             self._wake.notify_all()
+
+    def _publish_live(self, live: EventBus, batch: _Batch, result: IngestResult) -> None:
+        """Publish a durable batch's messages, then the alarms they raised or cleared (in
+        the order the host saw them). Runs on Ray's callback thread: logs, never raises."""
+        try:
+            if live.wants(EventKind.TELEMETRY):
+                live.publish_many(
+                    EventKind.TELEMETRY, ((e[0], e) for e in batch.entries), _telemetry_data
+                )
+            for change in getattr(result, "alarms", ()):  # a router may answer a bare count
+                kind = EventKind.ALARM_RAISED if change.raised else EventKind.ALARM_CLEARED
+                if live.wants(kind):
+                    live.publish(kind, change.twin_id, change.event_data())
+        except Exception:
+            log.exception("live events of a batch for asset host %d were not published", batch.host)
 
     def _failed(self, batch: _Batch, error: BaseException) -> None:
         batch.attempts += 1
@@ -276,3 +305,13 @@ class IngestPipeline:
             self.rejected += len(letters)
             self._in_flight -= 1
             self._wake.notify_all()
+
+
+def _telemetry_data(entry: Entry) -> dict[str, Any]:
+    """The data of the ``telemetry`` event of a durable entry."""
+    _, kind, values, source_time, _ = entry
+    return {
+        "values": values,
+        "sourceTime": source_time,
+        "kind": "telemetry" if kind == LOG_TELEMETRY else "properties",
+    }

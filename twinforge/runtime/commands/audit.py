@@ -141,12 +141,13 @@ class AuditLog:
         correlation_id: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        before_id: int | None = None,
         limit: int = 100,
     ) -> list[AuditEntry]:
         """Rows matching every filter given, newest first, at most ``limit`` of them.
 
         ``user`` matches the requester or the approver; the time range is
-        ``since <= time < until``.
+        ``since <= time < until``; ``before_id`` (the last id of a page) pages on.
         """
         if (
             isinstance(limit, bool)
@@ -178,6 +179,11 @@ class AuditLog:
         if until is not None:
             clauses.append("time < ?")
             params.append(until)
+        if before_id is not None:
+            if isinstance(before_id, bool) or not isinstance(before_id, int):
+                raise ValueError(f"before_id: must be an integer, not {before_id!r}")
+            clauses.append("id < ?")
+            params.append(before_id)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT {_COLUMNS} FROM command_audit{where} ORDER BY id DESC LIMIT ?"
         with self._locked() as db:

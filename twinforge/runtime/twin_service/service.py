@@ -173,6 +173,26 @@ class TwinService:
         )
         return [docs.decode(r["doc"]) for r in rows]
 
+    def relationships_of(self, source_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Outgoing relationships of several twins in one round trip (for batching
+        loaders), ordered by relationship id; twins without any are absent."""
+        return self._grouped(
+            "MATCH (s:Twin)-[r]->() WHERE s.twin_id IN $ids "
+            "RETURN s.twin_id AS twin, r.doc AS doc ORDER BY twin, r.rel_id",
+            source_ids,
+        )
+
+    def incoming_relationships_of(
+        self, target_ids: Sequence[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Incoming relationships of several twins in one round trip, ordered by source
+        and relationship id; twins without any are absent."""
+        return self._grouped(
+            "MATCH (s:Twin)-[r]->(t:Twin) WHERE t.twin_id IN $ids "
+            "RETURN t.twin_id AS twin, r.doc AS doc ORDER BY twin, s.twin_id, r.rel_id",
+            target_ids,
+        )
+
     def list_incoming_relationships(self, target_id: str) -> list[dict[str, Any]]:
         rows = self.store.read(
             "MATCH (s:Twin)-[r]->(t:Twin {twin_id: $target}) "
@@ -223,6 +243,12 @@ class TwinService:
         return view
 
     # -- helpers ---------------------------------------------------------------------
+    def _grouped(self, cypher: str, twin_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        for row in self.store.read(cypher, {"ids": list(twin_ids)}):
+            found.setdefault(row["twin"], []).append(docs.decode(row["doc"]))
+        return found
+
     def _record_history(self, record: TwinRecord) -> None:
         """Values whose ``lastUpdateTime`` is this change's go to the history store."""
         if self.history is None:

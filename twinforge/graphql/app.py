@@ -1,0 +1,80 @@
+"""The FastAPI application: GraphQL over HTTP (with GraphiQL) and graphql-transport-ws at
+``/graphql``, plus ``/healthz``."""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.requests import HTTPConnection
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.fastapi import GraphQLRouter
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from .context import ApiContext, ApiServices
+from .errors import ApiError
+from .limits import MAX_BODY_BYTES, BodySizeLimit
+from .schema import BuiltSchema, SchemaHolder
+
+#: The schema a request started on, so that its execution and its context agree even if
+#: an upload rebuilds the schema meanwhile.
+_REQUEST_SCHEMA: contextvars.ContextVar[BuiltSchema] = contextvars.ContextVar("schema")
+
+
+class _Router(GraphQLRouter[ApiContext, None]):
+    def __init__(self, holder: SchemaHolder, services: ApiServices) -> None:
+        self._holder = holder
+        self._services = services
+        super().__init__(
+            holder.current().schema,
+            path="/graphql",
+            graphql_ide="graphiql",
+            context_getter=self._context,
+            subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+            keep_alive=True,
+            keep_alive_interval=15,
+        )
+
+    @property  # type: ignore[override]
+    def schema(self) -> Any:
+        built = _REQUEST_SCHEMA.get(None)
+        return (built or self._holder.current()).schema
+
+    @schema.setter
+    def schema(self, _value: Any) -> None:
+        pass  # the holder owns it
+
+    async def _context(self, connection: HTTPConnection) -> ApiContext:
+        built = self._holder.current()
+        _REQUEST_SCHEMA.set(built)
+        context = ApiContext(self._services, built.types, lambda: self._holder.refresh().types)
+        if isinstance(connection, Request):  # a WebSocket authenticates with its init payload
+            context.request = connection
+            await context.authenticate()
+        return context
+
+    async def on_ws_connect(self, context: ApiContext) -> dict[str, object] | None:
+        # Authenticate once per connection: a subscription socket without valid
+        # credentials is closed (4403) before any operation runs.
+        await context.authenticate()
+        try:
+            _ = context.principal
+        except ApiError as error:
+            raise ConnectionRejectionError({"message": str(error), "code": error.code}) from error
+        return None
+
+
+def create_app(services: ApiServices) -> FastAPI:
+    """The API of a running server; ``app.state.schema_holder`` rebuilds its schema."""
+    holder = SchemaHolder(services.twins)
+    app = FastAPI(title="twinforge", docs_url=None, redoc_url=None)
+    app.include_router(_Router(holder, services))
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.state.schema_holder = holder
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "models": len(services.twins.models.list())}
+
+    return app

@@ -1,0 +1,187 @@
+"""The Mutation root: DTDL models, twins, relationships, commands and API keys."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from twinforge.runtime.commands import (
+    ApprovalError,
+    CommandNotFound,
+    CommandRecord,
+    CommandService,
+)
+
+from .errors import BadInput, Forbidden, NotFoundError
+from .permissions import Admin, Engineer, Operator
+from .query import api_key
+from .roles import parse_roles
+from .types import Command, IssuedApiKey, Model, Relationship, TwinNode
+
+
+@strawberry.type
+class Mutation:
+    # -- models ---------------------------------------------------------------------
+
+    @strawberry.mutation(
+        permission_classes=[Engineer],
+        description="Upload DTDL interfaces, validated together with the stored ones; "
+        "the schema gains their types for the next request.",
+    )
+    async def upload_models(self, info: strawberry.Info, models: list[JSON]) -> list[Model]:
+        context = info.context
+        stored = await asyncio.to_thread(context.services.twins.models.upload, models)
+        types = context.refreshed_types()
+        return [types.model(s) for s in stored]
+
+    @strawberry.mutation(
+        permission_classes=[Engineer], description="No new twins of this model from now on."
+    )
+    async def decommission_model(self, info: strawberry.Info, id: str) -> Model:
+        stored = await asyncio.to_thread(info.context.services.twins.models.decommission, id)
+        return info.context.schema_types.model(stored)
+
+    @strawberry.mutation(
+        permission_classes=[Admin],
+        description="Delete a model no twin and no other model uses.",
+    )
+    async def delete_model(self, info: strawberry.Info, id: str) -> bool:
+        await asyncio.to_thread(info.context.services.twins.models.delete, id)
+        info.context.refreshed_types()
+        return True
+
+    # -- twins and relationships ----------------------------------------------------
+
+    @strawberry.mutation(permission_classes=[Engineer])
+    async def create_twin(self, info: strawberry.Info, id: str, document: JSON) -> TwinNode:
+        twins = info.context.services.twins
+        created = await asyncio.to_thread(twins.create_twin, id, _object(document, "document"))
+        return info.context.schema_types.twin(created)
+
+    @strawberry.mutation(
+        permission_classes=[Engineer],
+        description="Apply a JSON Patch (RFC 6902); ifMatch makes it conditional on the etag.",
+    )
+    async def patch_twin(
+        self,
+        info: strawberry.Info,
+        id: str,
+        patch: list[JSON],
+        if_match: str | None = None,
+    ) -> TwinNode:
+        twins = info.context.services.twins
+        patched = await asyncio.to_thread(twins.patch_twin, id, patch, if_match=if_match)
+        return info.context.schema_types.twin(patched)
+
+    @strawberry.mutation(permission_classes=[Engineer])
+    async def delete_twin(
+        self, info: strawberry.Info, id: str, if_match: str | None = None
+    ) -> bool:
+        await asyncio.to_thread(info.context.services.twins.delete_twin, id, if_match=if_match)
+        return True
+
+    @strawberry.mutation(permission_classes=[Engineer])
+    async def create_relationship(
+        self,
+        info: strawberry.Info,
+        source_id: str,
+        id: str,
+        name: str,
+        target_id: str,
+        properties: JSON | None = None,
+    ) -> Relationship:
+        document = {
+            **_object(properties or {}, "properties"),
+            "$relationshipName": name,
+            "$targetId": target_id,
+        }
+        twins = info.context.services.twins
+        created = await asyncio.to_thread(twins.create_relationship, source_id, id, document)
+        return Relationship(doc=created)
+
+    @strawberry.mutation(permission_classes=[Engineer])
+    async def delete_relationship(
+        self, info: strawberry.Info, source_id: str, id: str, if_match: str | None = None
+    ) -> bool:
+        twins = info.context.services.twins
+        await asyncio.to_thread(twins.delete_relationship, source_id, id, if_match=if_match)
+        return True
+
+    # -- commands -------------------------------------------------------------------
+
+    @strawberry.mutation(
+        permission_classes=[Operator],
+        description="Invoke a DTDL command: checked against its request schema and the "
+        "safety policy, sent to the machine, audited. Hazardous commands wait for approval.",
+    )
+    async def invoke_command(
+        self, info: strawberry.Info, twin_id: str, name: str, request: JSON | None = None
+    ) -> Command:
+        service = _commands(info)
+        record = await service.invoke(info.context.principal, twin_id, name, request)
+        return Command(record=record)
+
+    @strawberry.mutation(
+        permission_classes=[Engineer],
+        description="Approve somebody else's pending command, which is then sent.",
+    )
+    async def approve_command(self, info: strawberry.Info, id: str) -> Command:
+        service = _commands(info)
+        return await _decided(service.approve(info.context.principal, id))
+
+    @strawberry.mutation(
+        permission_classes=[Operator],
+        description="Reject a pending command (engineers and admins), or withdraw your own.",
+    )
+    async def reject_command(self, info: strawberry.Info, id: str, reason: str = "") -> Command:
+        service = _commands(info)
+        return await _decided(service.reject(info.context.principal, id, reason))
+
+    # -- access ---------------------------------------------------------------------
+
+    @strawberry.mutation(
+        permission_classes=[Admin], description="A new API key; its secret is shown once."
+    )
+    async def create_api_key(
+        self, info: strawberry.Info, name: str, roles: list[str]
+    ) -> IssuedApiKey:
+        keys = info.context.services.keys
+        issued = await asyncio.to_thread(keys.create, name, roles)
+        return IssuedApiKey(key=api_key(keys.get(issued.key_id)), secret=issued.secret)
+
+    @strawberry.mutation(permission_classes=[Admin])
+    async def revoke_api_key(self, info: strawberry.Info, id: str) -> bool:
+        return await asyncio.to_thread(info.context.services.keys.revoke, id)
+
+    @strawberry.mutation(
+        permission_classes=[Admin], description="A signed JWT bearer token for a user."
+    )
+    def issue_token(self, info: strawberry.Info, subject: str, roles: list[str]) -> str:
+        return info.context.services.tokens.issue(subject, parse_roles(roles))
+
+
+def _commands(info: strawberry.Info) -> CommandService:
+    service = info.context.services.commands
+    if service is None:
+        raise NotFoundError("commands: this server has no command service")
+    return service
+
+
+async def _decided(decision: Awaitable[CommandRecord]) -> Command:
+    """An approval or rejection, its refusals as API errors."""
+    try:
+        return Command(record=await decision)
+    except CommandNotFound as error:
+        raise NotFoundError(str(error)) from error
+    except ApprovalError as error:
+        raise Forbidden(str(error)) from error
+
+
+def _object(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadInput(f"{field}: must be a JSON object, not {type(value).__name__}")
+    return value

@@ -1,0 +1,196 @@
+"""The Subscription root (graphql-transport-ws): live telemetry, twin changes, alerts and
+command status.
+
+Each subscription reads a bounded buffer on the event bus: a client that cannot keep up
+loses the oldest updates, never slows the server, and is told how many it missed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Callable
+from datetime import UTC, datetime
+
+import strawberry
+from strawberry.scalars import JSON
+
+from twinforge.actors.alarms import Alarm
+from twinforge.runtime.commands import CommandRecord
+from twinforge.runtime.events import EventKind, Gap, TwinEvent
+
+from .errors import NotFoundError
+from .permissions import Viewer
+from .types import Alert, Command, TwinChangeKind
+
+#: Updates one subscription may hold before the oldest are dropped.
+BUFFER = 1000
+
+
+@strawberry.type(description="Telemetry (or reported properties) of one message.")
+class TelemetryUpdate:
+    twin_id: str
+    time: datetime
+    values: JSON
+    kind: str
+    missed: int = strawberry.field(
+        default=0, description="Updates dropped just before this one (the client fell behind)."
+    )
+
+
+@strawberry.type
+class TwinChange:
+    kind: TwinChangeKind
+    twin_id: str
+    sequence: int
+    time: datetime
+    data: JSON = strawberry.field(description="The twin, the patch, or the relationship.")
+    missed: int = 0
+
+
+@strawberry.type
+class AlertEvent:
+    raised: bool
+    alert: Alert
+    time: datetime
+    missed: int = 0
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(permission_classes=[Viewer])
+    async def telemetry(
+        self, info: strawberry.Info, twin_id: str, fields: list[str] | None = None
+    ) -> AsyncGenerator[TelemetryUpdate, None]:
+        wanted = None if fields is None else frozenset(fields)
+        live = info.context.services.live
+        missed = 0
+        async with live.subscribe(
+            maxsize=BUFFER, kinds=[EventKind.TELEMETRY], subjects=[twin_id]
+        ) as events:
+            async for event in events:
+                if isinstance(event, Gap):
+                    missed += event.missed
+                    continue
+                values = event.data["values"]
+                if wanted is not None:
+                    values = {k: v for k, v in values.items() if k in wanted}
+                    if not values:
+                        continue
+                yield TelemetryUpdate(
+                    twin_id=event.subject,
+                    time=datetime.fromtimestamp(event.data["sourceTime"], UTC),
+                    values=values,
+                    kind=event.data["kind"],
+                    missed=missed,
+                )
+                missed = 0
+
+    @strawberry.subscription(
+        permission_classes=[Viewer],
+        description="Changes to twins and relationships: of one twin, or of a model's "
+        "twins (sub-models included).",
+    )
+    async def twin_changed(
+        self,
+        info: strawberry.Info,
+        twin_id: str | None = None,
+        model: str | None = None,
+        kinds: list[TwinChangeKind] | None = None,
+    ) -> AsyncGenerator[TwinChange, None]:
+        twins = info.context.services.twins
+        wanted = [EventKind(k.value) for k in kinds or TwinChangeKind]
+        predicate = None
+        if model is not None:
+            models = {m.id for m in twins.models.list() if model in twins.models.lineage(m.id)}
+            predicate = _of_models(frozenset(models))
+        missed = 0
+        async with twins.bus.subscribe(
+            maxsize=BUFFER,
+            kinds=wanted,
+            subjects=None if twin_id is None else [twin_id],
+            predicate=predicate,
+        ) as events:
+            async for event in events:
+                if isinstance(event, Gap):
+                    missed += event.missed
+                    continue
+                yield TwinChange(
+                    kind=TwinChangeKind(event.kind.value),
+                    twin_id=event.subject,
+                    sequence=event.sequence,
+                    time=event.timestamp,
+                    data=dict(event.data),
+                    missed=missed,
+                )
+                missed = 0
+
+    @strawberry.subscription(permission_classes=[Viewer])
+    async def alerts(
+        self, info: strawberry.Info, min_severity: int = 0, twin_id: str | None = None
+    ) -> AsyncGenerator[AlertEvent, None]:
+        live = info.context.services.live
+        missed = 0
+        async with live.subscribe(
+            maxsize=BUFFER,
+            kinds=[EventKind.ALARM_RAISED, EventKind.ALARM_CLEARED],
+            subjects=None if twin_id is None else [twin_id],
+            predicate=lambda event: event.data["severity"] >= min_severity,
+        ) as events:
+            async for event in events:
+                if isinstance(event, Gap):
+                    missed += event.missed
+                    continue
+                data = event.data
+                yield AlertEvent(
+                    raised=event.kind is EventKind.ALARM_RAISED,
+                    alert=Alert.of(
+                        event.subject,
+                        Alarm(
+                            data["name"],
+                            data["severity"],
+                            data["since"],
+                            data["field"],
+                            data["value"],
+                        ),
+                    ),
+                    time=datetime.fromtimestamp(data["time"], UTC),
+                    missed=missed,
+                )
+                missed = 0
+
+    @strawberry.subscription(
+        permission_classes=[Viewer],
+        description="The command as it stands, then every status change until it is final.",
+    )
+    async def command_status(self, info: strawberry.Info, id: str) -> AsyncGenerator[Command, None]:
+        service = info.context.services.commands
+        record = None if service is None else service.get(id)
+        if service is None or record is None:
+            raise NotFoundError(f"id: no command {id!r}")
+        loop = asyncio.get_running_loop()
+        changes: asyncio.Queue[CommandRecord] = asyncio.Queue()
+
+        def listener(changed: CommandRecord) -> None:
+            if changed.id == id:
+                loop.call_soon_threadsafe(changes.put_nowait, changed)
+
+        service.add_listener(listener)
+        try:
+            record = service.get(id) or record  # it may have moved on meanwhile
+            yield Command(record=record)
+            while not record.final:
+                record = await changes.get()
+                yield Command(record=record)
+        finally:
+            service.remove_listener(listener)
+
+
+def _of_models(models: frozenset[str]) -> Callable[[TwinEvent], bool]:
+    def matches(event: TwinEvent) -> bool:
+        data = event.data
+        twin = data.get("twin", data)  # twin.patched carries {"patch", "twin"}
+        metadata = twin.get("$metadata") if isinstance(twin, dict) else None
+        if isinstance(metadata, dict):
+            return metadata.get("$model") in models
+        return True  # relationship events carry no model; the twin filter decides
+
+    return matches
