@@ -10,6 +10,7 @@ from typing import Any
 
 import strawberry
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from twinforge.runtime.events import EventKind, TwinEvent
 from twinforge.runtime.twin_service import TwinService
@@ -26,6 +27,16 @@ log = logging.getLogger(__name__)
 
 #: Decommissioning keeps a model's type (its twins still exist): no rebuild for that.
 _MODEL_EVENTS = frozenset({EventKind.MODEL_CREATED, EventKind.MODEL_DELETED})
+
+
+class _Executor(StrawberryGraphQLCoreExecutionContext):
+    def build_per_event_executor(self, payload: Any) -> _Executor:
+        executor = super().build_per_event_executor(payload)
+        # graphql-core 3.3.2 shares the subfield memo with the subscription's executor,
+        # keyed on lists each event makes anew: it grows for as long as the
+        # subscription lives. Each event gets its own.
+        executor._relevant_sub_fields = {}
+        return executor
 
 
 class _Schema(strawberry.Schema):
@@ -51,6 +62,7 @@ def build_schema(interfaces: list[el.Interface]) -> BuiltSchema:
         types=[GenericTwin, *types.types],
         config=StrawberryConfig(scalar_map=SCALARS),
         extensions=security_extensions(),
+        execution_context_class=_Executor,
     )
     return BuiltSchema(schema, types)
 
