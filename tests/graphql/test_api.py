@@ -4,6 +4,7 @@ schema rebuilds, roles, hostile input and subscriptions."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import threading
 import time
@@ -14,6 +15,8 @@ import pytest
 from graphql_parts import Api
 from starlette.testclient import TestClient
 
+from twinforge.graphql.fanout import SHARED_EVENTS
+from twinforge.graphql.subscription import BUFFER
 from twinforge.runtime.events import EventKind
 
 PUMP = "dtmi:com:twinforge:factory:Pump;1"
@@ -402,6 +405,76 @@ def test_twin_changes_and_telemetry_reach_subscribers(api: Api) -> None:
             )
         got = [socket.receive_json()["payload"]["data"]["telemetry"] for _ in range(2)]
         assert [g["values"] for g in got] == [{"flowRate": 1.0}, {"flowRate": 2.0}]
+
+
+def test_subscribers_of_one_event_share_its_answer(api: Api) -> None:
+    pump = a_twin_of(api, PUMP)["dtId"]
+    query = (
+        "subscription($id: String!, $fields: [String!]) { telemetry(twinId: $id, fields:"
+        " $fields) { twinId values time missed } }"
+    )
+    executed, reused = SHARED_EVENTS.executed, SHARED_EVENTS.reused
+    with TestClient(api.app) as client, contextlib.ExitStack() as stack:
+        sockets = [
+            stack.enter_context(
+                client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"])
+            )
+            for _ in range(4)
+        ]
+        for n, socket in enumerate(sockets):
+            fields = ["pressure"] if n == 3 else ["flowRate"]
+            _subscribe(socket, api.secrets["viewer"], query, {"id": pump, "fields": fields})
+        time.sleep(0.3)
+        api.live.publish(
+            EventKind.TELEMETRY,
+            pump,
+            {"values": {"flowRate": 1.5, "pressure": 3.0}, "sourceTime": 1e9, "kind": "telemetry"},
+        )
+        got = [socket.receive_json() for socket in sockets]
+    assert [g["id"] for g in got] == ["1"] * 4
+    updates = [g["payload"]["data"]["telemetry"] for g in got]
+    assert updates[0] == {
+        "twinId": pump,
+        "values": {"flowRate": 1.5},
+        "time": "2001-09-09T01:46:40+00:00",
+        "missed": 0,
+    }
+    assert updates[1] == updates[2] == updates[0]
+    assert updates[3]["values"] == {"pressure": 3.0}
+    # One run per distinct query on the event; the other two subscribers reuse it.
+    assert (SHARED_EVENTS.executed - executed, SHARED_EVENTS.reused - reused) == (2, 2)
+
+
+def test_a_subscriber_that_falls_behind_is_told_what_it_missed(api: Api) -> None:
+    pump = a_twin_of(api, PUMP)["dtId"]
+    published = 5 * BUFFER
+    with websocket(api) as socket:
+        _subscribe(
+            socket,
+            api.secrets["viewer"],
+            "subscription($id: String!) { telemetry(twinId: $id) { values missed } }",
+            {"id": pump},
+        )
+        time.sleep(0.3)
+        # One burst, faster than the server can answer: its buffer overflows.
+        api.live.publish_many(
+            EventKind.TELEMETRY,
+            (
+                (pump, {"values": {"flowRate": n}, "sourceTime": 1e9, "kind": "telemetry"})
+                for n in range(published)
+            ),
+        )
+        got: list[dict[str, Any]] = []
+        while not got or got[-1]["values"]["flowRate"] < published - 1:
+            got.append(socket.receive_json()["payload"]["data"]["telemetry"])
+    numbers = [g["values"]["flowRate"] for g in got]
+    assert numbers == sorted(numbers)
+    missed = sum(g["missed"] for g in got)
+    assert missed > 0
+    assert len(got) + missed == published  # each update arrived or was counted missed
+    # Each count comes with the first update after the gap it reports.
+    for before, update in itertools.pairwise(got):
+        assert update["values"]["flowRate"] - before["values"]["flowRate"] == 1 + update["missed"]
 
 
 def test_a_socket_without_credentials_is_closed(api: Api) -> None:

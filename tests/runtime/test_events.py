@@ -554,3 +554,40 @@ def test_has_consumers_and_wants_follow_subscriptions_and_listeners() -> None:
         assert not bus.has_consumers
 
     asyncio.run(scenario())
+
+
+class _CountingLoop(asyncio.SelectorEventLoop):
+    """A real event loop that counts the wake-ups other threads schedule on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threadsafe_calls = 0
+
+    def call_soon_threadsafe(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.threadsafe_calls += 1
+        return super().call_soon_threadsafe(*args, **kwargs)
+
+
+def test_one_publish_wakes_all_its_readers_with_one_call_per_loop() -> None:
+    bus = EventBus()
+    loop = _CountingLoop()
+    readers = 50
+
+    async def scenario() -> list[list[TwinEvent | Gap]]:
+        subscriptions = [bus.subscribe(subjects=["pump-1"]) for _ in range(readers)]
+        reading = [asyncio.ensure_future(take(s, 3)) for s in subscriptions]
+        await asyncio.sleep(0.05)  # every reader is waiting now
+
+        def publish() -> None:
+            bus.publish_many(EventKind.TELEMETRY, [("pump-1", {"n": n}) for n in range(3)])
+
+        await asyncio.to_thread(publish)
+        return await asyncio.gather(*reading)
+
+    try:
+        got = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert all([e.data["n"] for e in items] == [0, 1, 2] for items in got)  # type: ignore[union-attr]
+    # to_thread itself schedules one call back; the fifty readers take one more.
+    assert loop.threadsafe_calls == 2

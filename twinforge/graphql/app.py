@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextvars
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +15,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from .context import ApiContext, ApiServices
 from .errors import ApiError
+from .fanout import SHARED_EVENTS
 from .limits import MAX_BODY_BYTES, BodySizeLimit
 from .schema import BuiltSchema, SchemaHolder
 
@@ -53,6 +55,17 @@ class _Router(GraphQLRouter[ApiContext, None]):
             context.request = connection
             await context.authenticate()
         return context
+
+    def encode_json(self, data: object) -> str | bytes:
+        if isinstance(data, dict) and data.get("type") == "next":
+            payload = data["payload"]
+            shared = SHARED_EVENTS.encoded(payload["data"]) if len(payload) == 1 else None
+            if shared is not None:
+                # Subscribers of one event share its answer: its JSON is made once.
+                return (
+                    f'{{"id":{json.dumps(data["id"])},"type":"next","payload":{{"data":{shared}}}}}'
+                )
+        return super().encode_json(data)
 
     async def on_ws_connect(self, context: ApiContext) -> dict[str, object] | None:
         # Authenticate once per connection: a subscription socket without valid

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime
+from functools import partial
 
 import strawberry
 from strawberry.scalars import JSON
@@ -18,6 +19,7 @@ from twinforge.runtime.commands import CommandRecord
 from twinforge.runtime.events import EventKind, Gap, TwinEvent
 
 from .errors import NotFoundError
+from .fanout import SHARED_EVENTS
 from .permissions import Viewer
 from .types import Alert, Command, TwinChangeKind
 
@@ -70,19 +72,17 @@ class Subscription:
                 if isinstance(event, Gap):
                     missed += event.missed
                     continue
-                values = event.data["values"]
-                if wanted is not None:
-                    values = {k: v for k, v in values.items() if k in wanted}
-                    if not values:
-                        continue
-                yield TelemetryUpdate(
-                    twin_id=event.subject,
-                    time=datetime.fromtimestamp(event.data["sourceTime"], UTC),
-                    values=values,
-                    kind=event.data["kind"],
-                    missed=missed,
-                )
-                missed = 0
+                if wanted is not None and wanted.isdisjoint(event.data["values"]):
+                    continue
+                if missed:
+                    yield _telemetry_update(event, wanted, missed)
+                    missed = 0
+                else:
+                    # The same object for every subscriber of this event and fields,
+                    # so that they share one execution of the same query.
+                    yield SHARED_EVENTS.payload(
+                        event, wanted, partial(_telemetry_update, event, wanted)
+                    )
 
     @strawberry.subscription(
         permission_classes=[Viewer],
@@ -182,6 +182,21 @@ class Subscription:
                 yield Command(record=record)
         finally:
             service.remove_listener(listener)
+
+
+def _telemetry_update(
+    event: TwinEvent, wanted: frozenset[str] | None, missed: int = 0
+) -> TelemetryUpdate:
+    values = event.data["values"]
+    if wanted is not None:
+        values = {k: v for k, v in values.items() if k in wanted}
+    return TelemetryUpdate(
+        twin_id=event.subject,
+        time=datetime.fromtimestamp(event.data["sourceTime"], UTC),
+        values=values,
+        kind=event.data["kind"],
+        missed=missed,
+    )
 
 
 def _of_models(models: frozenset[str]) -> Callable[[TwinEvent], bool]:

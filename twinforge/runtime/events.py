@@ -184,43 +184,54 @@ class Subscription:
                     if self._waiter is waiter:
                         self._waiter = None
 
-    def _offer(self, event: TwinEvent) -> None:
-        """Buffer ``event`` if it matches; runs on the publishing thread."""
+    def _offer(self, event: TwinEvent) -> asyncio.Future[None] | None:
+        """Buffer ``event`` if it matches; runs on the publishing thread. Returns the
+        reader's waiter, for the publisher to wake (see :func:`_wake_all`)."""
         if self._loop.is_closed():
             # Nobody can ever read it again: clean up instead of buffering forever.
             self.close()
-            return
+            return None
         if self._kinds is not None and event.kind not in self._kinds:
-            return
+            return None
         if self._predicate is not None:
             try:
                 if not self._predicate(event):
-                    return
+                    return None
             except Exception:
                 logger.exception("subscription predicate failed on event %d", event.sequence)
-                return
+                return None
         with self._lock:
             if self._closed:
-                return
+                return None
             if len(self._buffer) >= self._maxsize:
                 self._buffer.popleft()
                 self.dropped += 1
                 self._missed += 1
             self._buffer.append(event)
             waiter, self._waiter = self._waiter, None
-        self._wake(waiter)
+        return waiter
 
     def _wake(self, waiter: asyncio.Future[None] | None) -> None:
-        if waiter is None:
-            return
+        if waiter is not None:
+            _wake_all([waiter])
+
+
+def _wake_all(waiters: list[asyncio.Future[None]]) -> None:
+    """Wake readers with one call per event loop, not one per reader: each call writes to
+    the loop's self-pipe, a system call, and a publish may wake a thousand readers."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for waiter in waiters:
+        by_loop.setdefault(waiter.get_loop(), []).append(waiter)
+    for loop, woken in by_loop.items():
         # RuntimeError: the loop closed meanwhile, so nothing is waiting any more.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(_resolve, waiter)
+            loop.call_soon_threadsafe(_resolve, woken)
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():  # it may have been cancelled
-        waiter.set_result(None)
+def _resolve(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():  # it may have been cancelled
+            waiter.set_result(None)
 
 
 class EventBus:
@@ -282,7 +293,9 @@ class EventBus:
             self._published += 1
             event = TwinEvent(kind, subject, data, self._sequence, datetime.now(UTC))
             if self._open or self._listeners:
-                self._deliver(event)
+                woken: list[asyncio.Future[None]] = []
+                self._deliver(event, woken)
+                _wake_all(woken)
         return event
 
     def wants(self, kind: EventKind) -> bool:
@@ -316,6 +329,7 @@ class EventBus:
                 self._published += count
                 return count
             timestamp = datetime.now(UTC)
+            woken: list[asyncio.Future[None]] = []
             count = 0
             for subject, data in items:
                 self._sequence += 1
@@ -324,17 +338,22 @@ class EventBus:
                 if everyone or subject in by_subject:
                     if build is not None:
                         data = build(data)
-                    self._deliver(TwinEvent(kind, subject, data, self._sequence, timestamp))
+                    event = TwinEvent(kind, subject, data, self._sequence, timestamp)
+                    self._deliver(event, woken)
+            _wake_all(woken)
         return count
 
-    def _deliver(self, event: TwinEvent) -> None:
-        """Offer ``event`` to its subscriptions, then call the listeners (publish lock held)."""
+    def _deliver(self, event: TwinEvent, woken: list[asyncio.Future[None]]) -> None:
+        """Offer ``event`` to its subscriptions, adding the readers to wake to ``woken``,
+        then call the listeners (publish lock held)."""
         for subscription in self._subscriptions:
-            subscription._offer(event)
+            if (waiter := subscription._offer(event)) is not None:
+                woken.append(waiter)
         indexed = self._by_subject.get(event.subject)
         if indexed is not None:
             for subscription in indexed:
-                subscription._offer(event)
+                if (waiter := subscription._offer(event)) is not None:
+                    woken.append(waiter)
         for listener in self._listeners:
             try:
                 listener(event)
