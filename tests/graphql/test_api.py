@@ -3,18 +3,23 @@ schema rebuilds, roles, hostile input and subscriptions."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from graphql_parts import Api
 from starlette.testclient import TestClient
+from strawberry.http.exceptions import WebSocketDisconnected
 
+from twinforge.graphql.app import _TransportWS
 from twinforge.graphql.fanout import SHARED_EVENTS
 from twinforge.graphql.subscription import BUFFER
 from twinforge.runtime.events import EventKind
@@ -523,3 +528,15 @@ def test_alerts_subscription_filters_by_severity(api: Api) -> None:
         (True, "spindleOverTemperature"),
         (False, "spindleOverTemperature"),
     ]
+
+
+def test_a_client_gone_mid_send_is_not_logged_as_a_server_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Only the logging is under test: the handler needs no live connection for it.
+    handler = _TransportWS(None, None, None, None, None, timedelta(seconds=1))  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR, logger="strawberry.ws.task"):
+        asyncio.run(handler.handle_task_exception(WebSocketDisconnected()))
+        assert caplog.records == []
+        asyncio.run(handler.handle_task_exception(RuntimeError("a real failure")))
+    assert [r.getMessage() for r in caplog.records] == ["Exception in worker task"]

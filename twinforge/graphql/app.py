@@ -11,7 +11,11 @@ from fastapi import FastAPI, Request
 from starlette.requests import HTTPConnection
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
 
 from .context import ApiContext, ApiServices
 from .errors import ApiError
@@ -24,7 +28,16 @@ from .schema import BuiltSchema, SchemaHolder
 _REQUEST_SCHEMA: contextvars.ContextVar[BuiltSchema] = contextvars.ContextVar("schema")
 
 
+class _TransportWS(BaseGraphQLTransportWSHandler[ApiContext, None]):
+    async def handle_task_exception(self, error: Exception) -> None:
+        if isinstance(error, WebSocketDisconnected):
+            return  # the client went away mid-send: normal, not worth a traceback
+        await super().handle_task_exception(error)
+
+
 class _Router(GraphQLRouter[ApiContext, None]):
+    graphql_transport_ws_handler_class = _TransportWS
+
     def __init__(self, holder: SchemaHolder, services: ApiServices) -> None:
         self._holder = holder
         self._services = services
