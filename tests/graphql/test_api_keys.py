@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-from twinforge.graphql.api_keys import ApiKeyInfo, ApiKeyStore
+from twinforge.graphql.api_keys import ApiKeyInfo, ApiKeyStore, HashingNeeded
 from twinforge.graphql.errors import BAD_USER_INPUT, BadInput
 from twinforge.runtime.commands.principal import Principal
 
@@ -70,6 +70,20 @@ def test_the_cache_spares_argon2_after_the_first_request(tmp_path: Path) -> None
         twenty_cached = time.perf_counter() - started
 
     assert twenty_cached < first, (first, twenty_cached)
+
+
+def test_without_hashing_only_a_key_verified_before_is_answered(store: ApiKeyStore) -> None:
+    issued = store.create("dashboard", ["viewer"])
+    with pytest.raises(HashingNeeded):
+        store.verify(issued.secret, hashing=False)  # never verified: argon2 must tell
+    forged = f"tfk_{issued.key_id}_{'A' * 43}"
+    with pytest.raises(HashingNeeded):
+        store.verify(forged, hashing=False)  # a live key id: only argon2 can refuse it
+    assert store.verify("tfk_0000000000000000_" + "A" * 43, hashing=False) is None  # no row
+    principal = store.verify(issued.secret)
+    assert store.verify(issued.secret, hashing=False) == principal
+    store.revoke(issued.key_id)
+    assert store.verify(issued.secret, hashing=False) is None
 
 
 def test_a_wrong_secret_for_a_real_key_id_fails(store: ApiKeyStore) -> None:

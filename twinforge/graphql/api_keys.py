@@ -32,7 +32,7 @@ from twinforge.runtime.commands.principal import Principal
 from .errors import BadInput
 from .roles import parse_roles
 
-__all__ = ["KEY_PREFIX", "ApiKeyInfo", "ApiKeyStore", "IssuedKey"]
+__all__ = ["KEY_PREFIX", "ApiKeyInfo", "ApiKeyStore", "HashingNeeded", "IssuedKey"]
 
 KEY_PREFIX = "tfk_"
 #: The store's file in a data dir (``Settings.data_dir``).
@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked TEXT
 )
 """
+
+
+class HashingNeeded(Exception):
+    """Raised by ``verify(..., hashing=False)`` when only argon2 can tell (a key not
+    verified before): the caller retries where slow work may run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,10 +169,13 @@ class ApiKeyStore:
             )
         return IssuedKey(key_id, name, role_set, created, secret)
 
-    def verify(self, text: str) -> Principal | None:
+    def verify(self, text: str, *, hashing: bool = True) -> Principal | None:
         """The principal of key ``text``, or None for anything that is not a live key.
 
-        Never raises for what a client sends, whatever its size or content.
+        Never raises for what a client sends, whatever its size or content. A key seen
+        before costs one indexed read (its row says whether it is still live); with
+        ``hashing=False``, a key that would need argon2 (tens of milliseconds) raises
+        :class:`HashingNeeded` instead, so an event loop can answer the rest itself.
         """
         if not isinstance(text, str) or len(text) > _MAX_KEY_CHARS:
             return None
@@ -188,6 +196,8 @@ class ApiKeyStore:
                 self._cache.pop(cache_key, None)
         if row is None or row[3] is not None:
             return None
+        if not hashing:
+            raise HashingNeeded
         name, roles, digest, _ = row
         with self._hashing:
             try:

@@ -14,7 +14,7 @@ import anyio.to_thread
 
 from twinforge.runtime.commands.principal import Principal
 
-from .api_keys import KEY_PREFIX, ApiKeyStore
+from .api_keys import KEY_PREFIX, ApiKeyStore, HashingNeeded
 from .errors import Unauthenticated
 from .tokens import TokenIssuer
 
@@ -41,52 +41,59 @@ def _lowered(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, A
 class Authenticator:
     """Turns credentials into a :class:`Principal`, or raises :class:`Unauthenticated`
     with the reason. ``authenticate`` may run argon2 (the first use of an API key), so
-    async code calls :meth:`authenticate_async`, which does that off the event loop."""
+    async code calls :meth:`authenticate_async`: it answers on the event loop when it
+    can (a token, a key verified before) and hashes in a worker thread when it must."""
 
     def __init__(self, keys: ApiKeyStore, tokens: TokenIssuer) -> None:
         self.keys = keys
         self.tokens = tokens
 
-    def authenticate(self, headers: Mapping[str, str]) -> Principal:
+    def authenticate(self, headers: Mapping[str, str], *, hashing: bool = True) -> Principal:
         """The principal of an HTTP request's ``headers`` (any letter case)."""
         names = {_AUTHORIZATION: _AUTHORIZATION, _API_KEY: _API_KEY}
-        return self._from(_lowered(headers, names), bearer_required=True)
+        return self._from(_lowered(headers, names), bearer_required=True, hashing=hashing)
 
     async def authenticate_async(self, headers: Mapping[str, str]) -> Principal:
-        return await anyio.to_thread.run_sync(self.authenticate, headers)
+        try:
+            return self.authenticate(headers, hashing=False)
+        except HashingNeeded:
+            return await anyio.to_thread.run_sync(self.authenticate, headers)
 
-    def authenticate_connection_params(self, params: Mapping[str, Any] | None) -> Principal:
+    def authenticate_connection_params(
+        self, params: Mapping[str, Any] | None, *, hashing: bool = True
+    ) -> Principal:
         """The principal of a graphql-transport-ws ``connection_init`` payload; there
         ``Authorization`` may also hold the bare token or key, without "Bearer "."""
         if not isinstance(params, Mapping):
             raise Unauthenticated(NO_CREDENTIALS)
-        return self._from(_lowered(params, _PARAM_KEYS), bearer_required=False)
+        return self._from(_lowered(params, _PARAM_KEYS), bearer_required=False, hashing=hashing)
 
     async def authenticate_connection_params_async(
         self, params: Mapping[str, Any] | None
     ) -> Principal:
-        return await anyio.to_thread.run_sync(self.authenticate_connection_params, params)
+        try:
+            return self.authenticate_connection_params(params, hashing=False)
+        except HashingNeeded:
+            return await anyio.to_thread.run_sync(self.authenticate_connection_params, params)
 
-    def _from(self, found: Mapping[str, Any], *, bearer_required: bool) -> Principal:
+    def _from(self, found: Mapping[str, Any], *, bearer_required: bool, hashing: bool) -> Principal:
         authorization = found.get(_AUTHORIZATION)
         api_key = found.get(_API_KEY)
         if authorization is not None and api_key is not None:
             raise Unauthenticated("send one credential: Authorization or X-API-Key, not both")
         if authorization is not None:
-            return self._credential(_bearer(authorization, required=bearer_required))
+            credential = _bearer(authorization, required=bearer_required)
+            if credential.startswith(KEY_PREFIX):
+                return self._api_key(credential, hashing)
+            return self.tokens.verify(credential)
         if api_key is not None:
             if not isinstance(api_key, str) or not api_key.strip().startswith(KEY_PREFIX):
                 raise Unauthenticated(f"X-API-Key: not an API key (they start with {KEY_PREFIX})")
-            return self._api_key(api_key.strip())
+            return self._api_key(api_key.strip(), hashing)
         raise Unauthenticated(NO_CREDENTIALS)
 
-    def _credential(self, credential: str) -> Principal:
-        if credential.startswith(KEY_PREFIX):
-            return self._api_key(credential)
-        return self.tokens.verify(credential)
-
-    def _api_key(self, text: str) -> Principal:
-        principal = self.keys.verify(text)
+    def _api_key(self, text: str, hashing: bool) -> Principal:
+        principal = self.keys.verify(text, hashing=hashing)
         if principal is None:
             raise Unauthenticated("API key is not valid: unknown, revoked or mistyped")
         return principal
