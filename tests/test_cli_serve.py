@@ -6,24 +6,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from cli_process import free_port, running_twinforge
 
 from twinforge.ingest.plant import sample_plant
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_serve_runs_the_plant_with_its_dashboard(tmp_path: Path) -> None:
@@ -35,22 +27,8 @@ def test_serve_runs_the_plant_with_its_dashboard(tmp_path: Path) -> None:
         "TWINFORGE_API_PORT": "0",
         "TWINFORGE_DASHBOARD_PORT": str(free_port()),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "twinforge", "serve", "--import", str(plant), "--duration", "60"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            if line.startswith("ready:"):
-                break
-        output = "".join(lines)
-        assert "ready:" in output, output
+    with running_twinforge(["serve", "--import", str(plant), "--duration", "60"], env) as running:
+        output = running.output
         assert json.loads(output.split("ready:", 1)[1])["assets"] == len(sample_plant(6).twins)
         dashboard = re.search(r"Ray dashboard:\s+(http://\S+)", output)
         metrics = re.search(r"Metrics:\s+(http://\S+)", output)
@@ -73,8 +51,4 @@ def test_serve_runs_the_plant_with_its_dashboard(tmp_path: Path) -> None:
             time.sleep(1)
         assert "cnc-01" in hosts[0]["repr_name"] or "+" in hosts[0]["repr_name"]
         assert hosts[0]["repr_name"].startswith("AssetHost-0[")
-    finally:
-        process.terminate()  # SIGTERM: a clean stop
-        rest, _ = process.communicate(timeout=120)
-    assert process.returncode == 0, "".join(lines) + rest
-    assert "stopped:" in rest
+    assert "stopped:" in running.rest

@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from cli_process import running_twinforge
 from websockets.sync.client import ClientConnection, connect
 
 pytestmark = pytest.mark.slow
@@ -80,34 +79,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         "TWINFORGE_API_PORT": "0",
         "TWINFORGE_METRICS_PORT": "0",
     }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "twinforge",
-            "demo",
-            "--no-dashboard",
-            "--duration",
-            "600",
-            "--rate-hz",
-            "4",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            if line.startswith("ready:"):
-                break
-        output = "".join(lines)
-        url = re.search(r"GraphQL:\s+(http://\S+)", output)
-        key = re.search(r"Admin API key:\s+(\S+)", output)
-        assert url and key, output
+    args = ["demo", "--no-dashboard", "--duration", "600", "--rate-hz", "4"]
+    with running_twinforge(args, env) as running:
+        url = re.search(r"GraphQL:\s+(http://\S+)", running.output)
+        key = re.search(r"Admin API key:\s+(\S+)", running.output)
+        assert url and key, running.output
         keys = {"admin": key[1]}
         demo = Demo(url[1], keys)
         for role in ("viewer", "operator", "engineer"):
@@ -118,10 +94,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             )
             keys[role] = issued["createApiKey"]["secret"]
         yield demo
-    finally:
-        process.terminate()
-        rest, _ = process.communicate(timeout=180)
-    assert process.returncode == 0, "".join(lines) + rest
+    # A client gone mid-send is normal; nothing else may have failed in a worker task.
+    assert "Exception in worker task" not in running.rest, running.rest
 
 
 def first_of(demo: Demo, model: str) -> str:

@@ -450,6 +450,33 @@ def test_subscribers_of_one_event_share_its_answer(api: Api) -> None:
     assert (SHARED_EVENTS.executed - executed, SHARED_EVENTS.reused - reused) == (2, 2)
 
 
+def test_twin_changes_of_a_model_include_only_its_twins_relationships(api: Api) -> None:
+    pump, cnc = a_twin_of(api, PUMP)["dtId"], a_twin_of(api, CNC)["dtId"]
+    with websocket(api) as socket:
+        _subscribe(
+            socket,
+            api.secrets["viewer"],
+            "subscription($m: String!) { twinChanged(model: $m, kinds: [RELATIONSHIP_CREATED,"
+            " RELATIONSHIP_DELETED]) { kind twinId data } }",
+            {"m": PUMP},
+        )
+        time.sleep(0.3)
+        api.twins.create_relationship(
+            cnc, "r-cnc", {"$relationshipName": "feeds", "$targetId": pump}
+        )
+        api.twins.create_relationship(
+            pump, "r-pump", {"$relationshipName": "feeds", "$targetId": cnc}
+        )
+        api.twins.delete_relationship(cnc, "r-cnc")
+        api.twins.delete_relationship(pump, "r-pump")
+        got = [socket.receive_json()["payload"]["data"]["twinChanged"] for _ in range(2)]
+    # The CNC's relationship went by first, both times, and never reached the subscriber.
+    assert [(g["kind"], g["twinId"], g["data"]["$relationshipId"]) for g in got] == [
+        ("RELATIONSHIP_CREATED", pump, "r-pump"),
+        ("RELATIONSHIP_DELETED", pump, "r-pump"),
+    ]
+
+
 def test_a_subscriber_that_falls_behind_is_told_what_it_missed(api: Api) -> None:
     pump = a_twin_of(api, PUMP)["dtId"]
     published = 5 * BUFFER

@@ -17,6 +17,7 @@ from strawberry.scalars import JSON
 from twinforge.actors.alarms import Alarm
 from twinforge.runtime.commands import CommandRecord
 from twinforge.runtime.events import EventKind, Gap, TwinEvent
+from twinforge.runtime.twin_service import TwinService
 
 from .errors import NotFoundError
 from .fanout import SHARED_EVENTS
@@ -25,6 +26,13 @@ from .types import Alert, Command, TwinChangeKind
 
 #: Updates one subscription may hold before the oldest are dropped.
 BUFFER = 1000
+_RELATIONSHIP_EVENTS = frozenset(
+    {
+        EventKind.RELATIONSHIP_CREATED,
+        EventKind.RELATIONSHIP_REPLACED,
+        EventKind.RELATIONSHIP_DELETED,
+    }
+)
 
 
 @strawberry.type(description="Telemetry (or reported properties) of one message.")
@@ -98,20 +106,27 @@ class Subscription:
     ) -> AsyncGenerator[TwinChange, None]:
         twins = info.context.services.twins
         wanted = [EventKind(k.value) for k in kinds or TwinChangeKind]
-        predicate = None
+        models: frozenset[str] | None = None
         if model is not None:
-            models = {m.id for m in twins.models.list() if model in twins.models.lineage(m.id)}
-            predicate = _of_models(frozenset(models))
+            models = frozenset(
+                m.id for m in twins.models.list() if model in twins.models.lineage(m.id)
+            )
         missed = 0
         async with twins.bus.subscribe(
             maxsize=BUFFER,
             kinds=wanted,
             subjects=None if twin_id is None else [twin_id],
-            predicate=predicate,
+            predicate=None if models is None else _of_models(models),
         ) as events:
             async for event in events:
                 if isinstance(event, Gap):
                     missed += event.missed
+                    continue
+                if (
+                    models is not None
+                    and event.kind in _RELATIONSHIP_EVENTS
+                    and not await _twin_of_models(twins, event.subject, models)
+                ):
                     continue
                 yield TwinChange(
                     kind=TwinChangeKind(event.kind.value),
@@ -206,6 +221,16 @@ def _of_models(models: frozenset[str]) -> Callable[[TwinEvent], bool]:
         metadata = twin.get("$metadata") if isinstance(twin, dict) else None
         if isinstance(metadata, dict):
             return metadata.get("$model") in models
-        return True  # relationship events carry no model; the twin filter decides
+        # Relationship events carry no model: their source twin's is looked up once they
+        # reach the subscriber, off the publishing thread (see _twin_of_models).
+        return event.kind in _RELATIONSHIP_EVENTS
 
     return matches
+
+
+async def _twin_of_models(twins: TwinService, twin_id: str, models: frozenset[str]) -> bool:
+    """Whether twin ``twin_id`` is of one of ``models`` (False once it is gone: a cascade
+    deletes a twin's relationships with it, and its own twin.deleted event follows)."""
+    found = (await asyncio.to_thread(twins.get_twins, [twin_id])).get(twin_id)
+    metadata = found.get("$metadata") if found is not None else None
+    return isinstance(metadata, dict) and metadata.get("$model") in models
