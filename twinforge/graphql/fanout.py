@@ -8,7 +8,9 @@ from the first subscriber's result (:meth:`SharedEvents.result`), and the WebSoc
 encoder reuses that result's JSON (:meth:`SharedEvents.encoded`).
 
 Only payloads made here are shared, and only results without errors: a payload that
-differs per subscriber (it reports what that subscriber missed) is made as usual.
+differs per subscriber (it reports what that subscriber missed) is made as usual. A
+shared payload's type must hold nothing of one user (no permissions, no resolvers that
+read the context): every subscriber of the same query gets the first one's answer.
 """
 
 from __future__ import annotations

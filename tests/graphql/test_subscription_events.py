@@ -1,4 +1,5 @@
-"""A subscription's per-event executions keep nothing once the event is answered."""
+"""Subscription events: per-event executions keep nothing once the event is answered, and
+what subscribers share holds nothing of one user."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from graphql import parse
 from graphql.execution import Executor
 
 from twinforge.graphql.schema import build_schema
+from twinforge.graphql.subscription import TelemetryUpdate
 
 SDL = """
 type Query { unused: Int }
@@ -35,3 +37,12 @@ def test_each_event_gets_its_own_subfield_memo() -> None:
 def test_graphql_core_alone_still_grows_the_memo_per_event() -> None:
     # Why the override exists: drop it once graphql-core stops sharing the memo.
     assert _memo_after_events(Executor, 200) == 200
+
+
+def test_shared_payloads_have_no_per_user_fields() -> None:
+    # One subscriber's answer is handed to every other: a field whose value or access
+    # depended on the user (permissions, field extensions, resolvers reading the
+    # context) would leak between them.
+    for field in TelemetryUpdate.__strawberry_definition__.fields:
+        assert not field.permission_classes and not field.extensions, field.name
+        assert field.base_resolver is None, field.name
