@@ -20,6 +20,7 @@ from . import standard
 from .context import ActiveContext, ContextError, nested_context, top_level_context
 from .dtmi import child_dtmi, is_valid_dtmi
 from .errors import ModelParsingError, ParsingError, ResolutionError, parsing_error
+from .interface_size import check_interface_sizes
 from .metamodel import ClassInfo, Constraint, find_class, language
 from .nodes import Node, Reference
 
@@ -1040,6 +1041,16 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _size_hint(doc: Any) -> int:
+    """A document's length in characters: its text's, or its compact JSON's."""
+    if isinstance(doc, (str, bytes, bytearray)):
+        return len(doc)
+    try:
+        return len(json.dumps(doc, separators=(",", ":"), ensure_ascii=False))
+    except (TypeError, ValueError, RecursionError):
+        return 0  # not JSON at all: the parse reports that
+
+
 def parse_documents(
     docs: Sequence[str | bytes | dict[str, Any] | list[Any]],
     options: Options,
@@ -1061,6 +1072,7 @@ def parse_documents(
             value = _decode(doc, index, state)
             if value is _INVALID:
                 continue
+            state.errors.extend(check_interface_sizes(value, index, _size_hint(doc)))
             try:
                 _DocumentParser(
                     state, index, from_json_text=isinstance(doc, (str, bytes, bytearray))
