@@ -4,7 +4,8 @@ References must name elements of the right class (and, unless the target is an I
 one defined in the same Interface); ``extends`` may not loop or run too deep; names must
 be unique among an Interface's contents, inherited ones included; complex schemas may not
 nest beyond the version's depth; Components may not nest; enum values must match the
-enum's value schema.
+enum's value schema; a ValueAnnotation (and the like) must name a sibling of the right
+class.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from functools import cache
 from . import standard
 from .dtmi import local_name, major_version
 from .errors import ParsingError, parsing_error
-from .metamodel import ClassInfo, Constraint, Descendants, language
+from .metamodel import ClassInfo, Constraint, Descendants, SiblingRule, language
 from .nodes import Node, Reference
 
 
@@ -41,6 +42,49 @@ def check_model(
         _check_unique(node, nodes, errors, scope_memo)
         if node.cls.term == "Enum":
             _check_enum_values(node, nodes, errors)
+        for cls in (node.cls, *node.cotypes):
+            for sibling_rule in cls.siblings:
+                _check_sibling(node, sibling_rule, nodes, errors)
+
+
+def _check_sibling(
+    node: Node, rule: SiblingRule, nodes: dict[str, Node], errors: list[ParsingError]
+) -> None:
+    """``node``'s ``rule.keyref`` must name a sibling (an element of the same property
+    of the same parent) of the rule's classes."""
+    wanted = node.first(rule.keyref)
+    if not isinstance(wanted, str) or node.parent is None or node.parent_property is None:
+        return  # a missing or mistyped value is the property constraint's to report
+    for sibling_id in node.parent.values.get(node.parent_property, ()):
+        sibling = nodes.get(sibling_id) if isinstance(sibling_id, str) else None
+        if sibling is None or sibling is node or sibling.first(rule.key) != wanted:
+            continue
+        if any(sibling.is_a(c) for c in rule.classes) and not any(
+            sibling.is_a(c) for c in rule.excluded
+        ):
+            return
+        _error(
+            errors,
+            node,
+            "siblingWrongType",
+            f"'{rule.keyref}' names {wanted!r}, which must be a"
+            f" {' or '.join(rule.classes)}"
+            + (f" and not a {' or '.join(rule.excluded)}" if rule.excluded else ""),
+            f"Name a {' or '.join(rule.classes)} of the same {node.parent.cls.term}.",
+            property=rule.keyref,
+            value=wanted,
+        )
+        return
+    _error(
+        errors,
+        node,
+        "siblingNotFound",
+        f"'{rule.keyref}' names {wanted!r}, but no element of the same"
+        f" {node.parent.cls.term}'s {node.parent_property} has that {rule.key}",
+        f"Name a {' or '.join(rule.classes)} of the same {node.parent.cls.term}.",
+        property=rule.keyref,
+        value=wanted,
+    )
 
 
 def _error(

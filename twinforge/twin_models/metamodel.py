@@ -60,6 +60,18 @@ class Descendants:
     datatype_property: str | None = None
 
 
+@dataclass(slots=True)
+class SiblingRule:
+    """``keyref`` names a sibling element (by its ``key``) that must be one of ``classes``
+    and none of ``excluded``: ValueAnnotation's ``annotates`` names a Property or
+    Telemetry of the same Interface."""
+
+    key: str
+    keyref: str
+    classes: tuple[str, ...]
+    excluded: tuple[str, ...] = ()
+
+
 @dataclass(slots=True, eq=False)
 class ClassInfo:
     iri: str
@@ -75,6 +87,7 @@ class ClassInfo:
     excludes_cotypes: tuple[str, ...] = ()
     identifier_max_length: int | None = None
     descendants: list[Descendants] = field(default_factory=list)
+    siblings: list[SiblingRule] = field(default_factory=list)
     extension: str | None = None  # context DTMI of the extension that defines it
 
 
@@ -215,6 +228,20 @@ def _descendants(node: dict[str, Any], resolve, term_of_iri) -> Descendants:
     )
 
 
+def _sibling_rule(node: dict[str, Any], resolve, term_of_iri) -> SiblingRule:
+    excluded = _as_list(node.get("sh:not"))
+    return SiblingRule(
+        key=term_of_iri(resolve(node["dtmm:keyProperty"])),
+        keyref=term_of_iri(resolve(node["dtmm:keyrefProperty"])),
+        classes=_shape_classes(node, resolve),
+        excluded=tuple(
+            local_name(resolve(e["sh:class"]))
+            for e in excluded
+            if isinstance(e, dict) and "sh:class" in e
+        ),
+    )
+
+
 def _context_terms(context: dict[str, Any]) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
     terms: dict[str, str] = {}
     defs: dict[str, dict[str, Any]] = {}
@@ -299,6 +326,13 @@ class _Builder:
             info.descendants = [
                 _descendants(d, resolve, self.term_of_iri)
                 for d in _as_list(node.get("dtmm:descendants"))
+            ]
+            info.siblings = [
+                _sibling_rule(r, resolve, self.term_of_iri)
+                for r in _as_list(node.get("dtmm:siblings"))
+                # Rules on a path of the sibling (overriding's overrides and schema) are
+                # not read: only the sibling's class is checked.
+                if "dtmm:path" not in r and ("sh:or" in r or "sh:class" in r)
             ]
             self.classes[iri] = info
             added.append(iri)
