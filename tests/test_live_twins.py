@@ -83,9 +83,11 @@ class CountingPublisher:
     numbers the broker acknowledged."""
 
     def __init__(self, port: int) -> None:
-        self.acked: set[int] = set()
-        self._by_mid: dict[int, int] = {}
+        # paho calls on_publish holding its message mutex, which publish() takes too:
+        # our lock is never held around a paho call, or the two threads could deadlock.
         self._lock = threading.Lock()
+        self._acked_mids: set[int] = set()
+        self._by_mid: dict[int, int] = {}
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id="test-counting", protocol=mqtt.MQTTv5
         )
@@ -97,14 +99,19 @@ class CountingPublisher:
 
     def _on_publish(self, _c, _u, mid: int, _reason, _props) -> None:
         with self._lock:
-            if mid in self._by_mid:
-                self.acked.add(self._by_mid.pop(mid))
+            self._acked_mids.add(mid)
+
+    @property
+    def acked(self) -> set[int]:
+        """The numbers acknowledged (an ack may come before publish() noted the mid)."""
+        with self._lock:
+            return {self._by_mid[m] for m in self._acked_mids if m in self._by_mid}
 
     def publish(self, count: int, interval: float = 0.005) -> None:
         for _ in range(count):
             payload = json.dumps({"$ts": time.time(), "flowRate": float(self.next)})
+            info = self._client.publish(f"twins/{COUNTED}/telemetry", payload, qos=1)
             with self._lock:
-                info = self._client.publish(f"twins/{COUNTED}/telemetry", payload, qos=1)
                 self._by_mid[info.mid] = self.next
             self.next += 1
             time.sleep(interval)
