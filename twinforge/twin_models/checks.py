@@ -45,6 +45,77 @@ def check_model(
         for cls in (node.cls, *node.cotypes):
             for sibling_rule in cls.siblings:
                 _check_sibling(node, sibling_rule, nodes, errors)
+            for constraint in _sibling_constraints(cls):
+                _check_among_siblings(node, cls, constraint, nodes, errors)
+
+
+@cache
+def _sibling_constraints(cls: ClassInfo) -> tuple[Constraint, ...]:
+    return tuple(c for c in cls.own.values() if c.unique_value or c.term.startswith("^"))
+
+
+def _siblings(node: Node, nodes: dict[str, Node]) -> Iterator[Node]:
+    """The other elements of the property (of the same parent) that holds ``node``."""
+    if node.parent is None or node.parent_property is None:
+        return
+    for sibling_id in node.parent.values.get(node.parent_property, ()):
+        sibling = nodes.get(sibling_id) if isinstance(sibling_id, str) else None
+        if sibling is not None and sibling is not node:
+            yield sibling
+
+
+def _check_among_siblings(
+    node: Node,
+    cls: ClassInfo,
+    constraint: Constraint,
+    nodes: dict[str, Node],
+    errors: list[ParsingError],
+) -> None:
+    """Extension rules on an element's siblings: a ``uniqueValue`` property (mqtt's
+    ``index``) differs from theirs; an inverse-path rule (mqtt's NormalResult) wants the
+    parent of the right class and, with ``onlyOne``, no sibling of ``cls`` too."""
+    if constraint.unique_value:
+        value = node.first(constraint.term)
+        earlier = [s for s in _siblings(node, nodes) if s.first(constraint.term) == value]
+        # Reported once for a pair: on the element whose id sorts later.
+        if value is not None and any(s.id < node.id for s in earlier):
+            _error(
+                errors,
+                node,
+                "duplicateValue",
+                f"'{constraint.term}' {value!r} is already used by {min(s.id for s in earlier)}:"
+                f" it must be unique among the {node.parent_property} of its parent",
+                f"Give each a different {constraint.term}.",
+                property=constraint.term,
+                value=value,
+            )
+        return
+    holder = constraint.term.removeprefix("^")
+    parent = node.parent
+    if (
+        parent is None
+        or node.parent_property != holder
+        or not any(parent.is_a(c) for c in constraint.classes)
+    ):
+        _error(
+            errors,
+            node,
+            "misplacedCotype",
+            f"a {cls.term} may only be in the {holder} of a {' or '.join(constraint.classes)}",
+            f"Remove the {cls.term} co-type, or co-type its parent"
+            f" {' or '.join(constraint.classes)}.",
+        )
+    elif constraint.only_one and any(s.is_a(cls.term) for s in _siblings(node, nodes)):
+        first = min([node.id, *(s.id for s in _siblings(node, nodes) if s.is_a(cls.term))])
+        if first != node.id:
+            _error(
+                errors,
+                node,
+                "duplicateCotype",
+                f"{first} is a {cls.term} already: at most one of the {holder} of"
+                f" {parent.id} may be",
+                f"Keep one {cls.term}.",
+            )
 
 
 def _check_sibling(
@@ -55,9 +126,8 @@ def _check_sibling(
     wanted = node.first(rule.keyref)
     if not isinstance(wanted, str) or node.parent is None or node.parent_property is None:
         return  # a missing or mistyped value is the property constraint's to report
-    for sibling_id in node.parent.values.get(node.parent_property, ()):
-        sibling = nodes.get(sibling_id) if isinstance(sibling_id, str) else None
-        if sibling is None or sibling is node or sibling.first(rule.key) != wanted:
+    for sibling in _siblings(node, nodes):
+        if sibling.first(rule.key) != wanted:
             continue
         if any(sibling.is_a(c) for c in rule.classes) and not any(
             sibling.is_a(c) for c in rule.excluded

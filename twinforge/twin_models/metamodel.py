@@ -45,6 +45,8 @@ class Constraint:
     dtmi_segment: str | None = None
     type_inferable: bool = False
     child_of: str | None = None  # enum term whose values this property must take
+    unique_value: bool = False  # no sibling (same parent and property) has the same value
+    only_one: bool = False  # on an inverse path: no sibling has this class too
 
 
 @dataclass(slots=True)
@@ -210,6 +212,8 @@ def _constraint(prop: dict[str, Any], resolve, term_of_iri, exact_version: bool)
         if "dtmm:dtmiSegment" in prop
         else None,
         type_inferable=bool(prop.get("dtmm:typeInferable")),
+        unique_value=bool(prop.get("dtmm:uniqueValue")),
+        only_one=bool(prop.get("dtmm:onlyOne")),
         child_of=local_name(resolve(prop["dtmm:childOf"])) if "dtmm:childOf" in prop else None,
     )
 

@@ -339,7 +339,11 @@ class _DocumentParser:
             return None, [], []
         if constraints:
             for constraint in constraints:
-                if not ctx.lang.conforms(cls, constraint):
+                # An extension may ask for a co-type (mqtt: a Result's fields are each a
+                # NormalResult or ErrorResult): the element kind or a co-type will do.
+                if not ctx.lang.conforms(cls, constraint) and not any(
+                    ctx.lang.conforms(cotype, constraint) for cotype in cotypes
+                ):
                     self.error(
                         "invalidElementType",
                         f"a {cls.term} is not allowed here; expected {' or '.join(constraint.classes)}",
