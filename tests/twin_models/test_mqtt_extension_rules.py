@@ -20,18 +20,26 @@ def errors(doc: dict[str, Any]) -> list[tuple[str, str | None]]:
     return []
 
 
-def vehicle(*indexes: int) -> dict[str, Any]:
+def mqtt_interface(dtmi: str, contents: list[dict[str, Any]], **topics: str) -> dict[str, Any]:
     return {
         "@context": CONTEXT,
-        "@id": "dtmi:example:TestVehicle;1",
+        "@id": dtmi,
         "@type": ["Interface", "Mqtt"],
-        "telemetryTopic": "vehicles/{modelId}/{senderId}/telemetry",
-        "payloadFormat": "Protobuf/3",
-        "contents": [
+        "payloadFormat": "Json/ecma/404",
+        **topics,
+        "contents": contents,
+    }
+
+
+def vehicle(*indexes: int) -> dict[str, Any]:
+    return mqtt_interface(
+        "dtmi:example:TestVehicle;1",
+        [
             {"@type": ["Telemetry", "Indexed"], "name": f"t{n}", "schema": "double", "index": i}
             for n, i in enumerate(indexes)
         ],
-    }
+        telemetryTopic="vehicles/{modelId}/{senderId}/telemetry",
+    )
 
 
 def test_indexes_must_differ_among_siblings() -> None:
@@ -40,26 +48,15 @@ def test_indexes_must_differ_among_siblings() -> None:
 
 
 def counter(*fields: dict[str, Any], result: bool = True) -> dict[str, Any]:
-    return {
-        "@context": CONTEXT,
-        "@id": "dtmi:com:example:CounterCollection;1",
-        "@type": ["Interface", "Mqtt"],
-        "commandTopic": "rpc/command-samples/{executorId}/{commandName}",
-        "payloadFormat": "Json/ecma/404",
-        "contents": [
-            {
-                "@type": "Command",
-                "name": "increment",
-                "response": {
-                    "name": "incrementResponse",
-                    "schema": {
-                        "@type": ["Object", "Result"] if result else "Object",
-                        "fields": list(fields),
-                    },
-                },
-            }
-        ],
+    response = {
+        "name": "incrementResponse",
+        "schema": {"@type": ["Object", "Result"] if result else "Object", "fields": list(fields)},
     }
+    return mqtt_interface(
+        "dtmi:com:example:CounterCollection;1",
+        [{"@type": "Command", "name": "increment", "response": response}],
+        commandTopic="rpc/command-samples/{executorId}/{commandName}",
+    )
 
 
 NORMAL = {"@type": ["Field", "NormalResult"], "name": "counterValue", "schema": "integer"}
