@@ -50,7 +50,7 @@ class SharedEvents:
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self._lock = threading.Lock()
         self._payloads = _Lru(size)
-        self._shared: _Lru = _Lru(size)  # id(payload) -> payload
+        self._shared = _Lru(size)  # id(payload) -> payload
         self._results = _Lru(size)
         self._encoded = _Lru(size)  # id(data) -> [data, json or None]
         self.executed = 0
