@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from bus_reading import take
 
 from twinforge.actors.alarms import load_alarm_rules
 from twinforge.actors.fleet import AssetFleet
@@ -41,18 +42,6 @@ def fleet(make_fleet: Callable[..., AssetFleet]) -> AssetFleet:
     fleet.add(TWINS)
     assert fleet.route("pump-1") != fleet.route("pump-3")
     return fleet
-
-
-async def take(subscription: Subscription, count: int) -> list[TwinEvent | Gap]:
-    async def _take() -> list[TwinEvent | Gap]:
-        items: list[TwinEvent | Gap] = []
-        async for item in subscription:
-            items.append(item)
-            if len(items) == count:
-                break
-        return items
-
-    return await asyncio.wait_for(_take(), TIMEOUT)
 
 
 def test_durable_telemetry_and_alarm_changes_reach_live_subscriptions(
@@ -92,8 +81,8 @@ def test_durable_telemetry_and_alarm_changes_reach_live_subscriptions(
                     await asyncio.to_thread(pipeline.drain)
             finally:
                 pipeline.close()
-        live = await take(watched, 7)
-        alarms = await take(alerts, 3)
+        live = await take(watched, 7, TIMEOUT)
+        alarms = await take(alerts, 3, TIMEOUT)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(anext(elsewhere), 0.2)
         return live, alarms, elsewhere

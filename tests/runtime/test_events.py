@@ -8,6 +8,7 @@ import threading
 from datetime import UTC
 
 import pytest
+from bus_reading import take as take_within
 
 from twinforge.runtime.events import EventBus, EventKind, Gap, Subscription, TwinEvent
 
@@ -15,17 +16,7 @@ TIMEOUT = 10  # seconds; a hang is a failure, not a stuck test run
 
 
 async def take(subscription: Subscription, count: int) -> list[TwinEvent | Gap]:
-    """The next ``count`` items of ``subscription``, failing on a hang."""
-
-    async def _take() -> list[TwinEvent | Gap]:
-        items: list[TwinEvent | Gap] = []
-        async for item in subscription:
-            items.append(item)
-            if len(items) == count:
-                break
-        return items
-
-    return await asyncio.wait_for(_take(), TIMEOUT)
+    return await take_within(subscription, count, TIMEOUT)
 
 
 def twin(twin_id: str) -> dict[str, object]:
