@@ -76,14 +76,16 @@ def _check_among_siblings(
     parent of the right class and, with ``onlyOne``, no sibling of ``cls`` too."""
     if constraint.unique_value:
         value = node.first(constraint.term)
-        earlier = [s for s in _siblings(node, nodes) if s.first(constraint.term) == value]
-        # Reported once for a pair: on the element whose id sorts later.
-        if value is not None and any(s.id < node.id for s in earlier):
+        # Reported once for a group: on each but the one whose id sorts first.
+        first = min(
+            [node.id, *(s.id for s in _siblings(node, nodes) if s.first(constraint.term) == value)]
+        )
+        if value is not None and first != node.id:
             _error(
                 errors,
                 node,
                 "duplicateValue",
-                f"'{constraint.term}' {value!r} is already used by {min(s.id for s in earlier)}:"
+                f"'{constraint.term}' {value!r} is already used by {first}:"
                 f" it must be unique among the {node.parent_property} of its parent",
                 f"Give each a different {constraint.term}.",
                 property=constraint.term,
@@ -105,7 +107,8 @@ def _check_among_siblings(
             f"Remove the {cls.term} co-type, or co-type its parent"
             f" {' or '.join(constraint.classes)}.",
         )
-    elif constraint.only_one and any(s.is_a(cls.term) for s in _siblings(node, nodes)):
+    elif constraint.only_one:
+        # Reported once for a group: on each but the one whose id sorts first.
         first = min([node.id, *(s.id for s in _siblings(node, nodes) if s.is_a(cls.term))])
         if first != node.id:
             _error(
