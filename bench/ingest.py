@@ -12,7 +12,7 @@ validation, no actors, acks at once), i.e. what the MQTT client alone can take.
 Goal: 20,000 msgs/s sustained for 60 s, zero loss, p99 under 100 ms; 1,000 assets in
 under 8 GiB.
 
-    uv run python bench/ingest.py [--assets 1000] [--rate 20000] [--seconds 60]
+    uv run python bench/ingest.py [--assets 1000] [--rate 20000] [--seconds 60] [--spy 10]
 
 The last line is JSON: {"msgs_per_s": ..., "lost": ..., "p99_ms": ..., "rss_per_asset_mb": ...}.
 """
@@ -22,13 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +90,62 @@ def cpu_seconds() -> dict[str, float]:
             kind = "ray (raylet, gcs, idle workers)"
         totals[kind] = totals.get(kind, 0.0) + times.user + times.system
     return totals
+
+
+def spy(pids: dict[str, int], seconds: float, out: Path) -> threading.Thread:
+    """Sample where each process spends its time (py-spy, GIL holder only) once the load
+    is running; :func:`print_spy` reads the result."""
+
+    def run() -> None:
+        time.sleep(3)  # past the connection's start
+        py_spy = Path(sys.executable).with_name("py-spy")
+        runs = [
+            subprocess.Popen(
+                [
+                    str(py_spy),
+                    "record",
+                    "--gil",
+                    "--nonblocking",
+                    "--format",
+                    "raw",
+                    "--pid",
+                    str(pid),
+                    "--duration",
+                    str(int(seconds)),
+                    "-o",
+                    str(out / name),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for name, pid in pids.items()
+        ]
+        for process in runs:
+            process.wait()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def print_spy(out: Path, top: int = 25) -> None:
+    """The functions holding the GIL most often, per process: with what they call
+    (inclusive), then on their own (self)."""
+    for path in sorted(out.iterdir()):
+        inclusive: Counter[str] = Counter()
+        own: Counter[str] = Counter()
+        total = 0
+        for line in path.read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            frames = stack.split(";")
+            total += int(n)
+            own[frames[-1]] += int(n)
+            inclusive.update(dict.fromkeys(frames, int(n)))
+        print(f"py-spy {path.name}: {total} samples holding the GIL")
+        for title, counts in (("inclusive", inclusive), ("self", own)):
+            print(f"  {title}:")
+            for frame, n in counts.most_common(top):
+                print(f"  {n / max(total, 1):6.1%} {frame}")
 
 
 def free_port() -> int:
@@ -204,6 +263,9 @@ def main() -> None:
     parser.add_argument("--assets-per-host", type=int, default=DEFAULT_ASSETS_PER_HOST)
     parser.add_argument("--baseline-seconds", type=float, default=10)
     parser.add_argument("--broker", help="mqtt://host:port (default: start a Mosquitto here)")
+    parser.add_argument(
+        "--spy", type=float, default=0, help="sample this process and a host with py-spy (s)"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="twinforge-bench-ingest-"))
@@ -241,6 +303,10 @@ def main() -> None:
             ingest = MqttIngest(pipeline, host, port, session_expiry_s=60).start()
             cpu_before = cpu_seconds()
             process, queue = start_load(host, port, topics, args.rate, args.seconds)
+            if args.spy:
+                (workdir / "spy").mkdir()
+                pids = {"ingest": os.getpid(), "host-0": stats[0]["pid"]}
+                spying = spy(pids, args.spy, workdir / "spy")
             result: LoadResult = queue.get()
             process.join()
             load_end = time.monotonic()
@@ -290,6 +356,9 @@ def main() -> None:
             value = figures[name]
             ok = value is not None and (value >= goal if name == "msgs_per_s" else value <= goal)
             print(f"{name}: {value} (goal {goal}) {'met' if ok else 'NOT MET'}")
+        if args.spy:
+            spying.join()
+            print_spy(workdir / "spy")
         print(json.dumps(figures))
     finally:
         if broker is not None:

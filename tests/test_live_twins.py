@@ -9,13 +9,9 @@ whole server is restarted.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 import urllib.request
@@ -24,6 +20,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from mosquitto import Mosquitto
 
 from twinforge.config import Settings
 from twinforge.ingest.plant import sample_plant
@@ -40,42 +37,6 @@ PUMP = "dtmi:com:twinforge:factory:Pump;1"
 COUNTED = "pump-counted"  # a twin only the test publishes to
 OPERATOR = Principal("olga", frozenset({"operator"}))
 VIEWER = Principal("victor", frozenset({"viewer"}))
-
-
-class Mosquitto:
-    """A Mosquitto of our own, persistent, so that a restart keeps queued messages."""
-
-    def __init__(self, workdir: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.config = workdir / "mosquitto.conf"
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {workdir}/\nmax_queued_messages 0\n"
-            # Run as us: started as root, Mosquitto would switch to its own user, which
-            # cannot write its persistence file in our temporary directory.
-            f"user {getpass.getuser()}\n"
-        )
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.process = subprocess.Popen([binary, "-c", str(self.config)], stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()  # SIGTERM: Mosquitto saves its persistence file
-            self.process.wait(10)
-            self.process = None
 
 
 class CountingPublisher:

@@ -44,8 +44,9 @@ class Settings(BaseSettings):
     alarm_rules: Path | None = None
     """Threshold alarm rules (JSON list) that the asset actors evaluate on telemetry."""
 
-    assets_per_host: int = 250
-    """Assets hosted per Ray actor process (each process costs about 110 MB)."""
+    assets_per_host: int = 700
+    """Assets hosted per Ray actor process (each process costs about 110 MB; see
+    :data:`twinforge.actors.fleet.DEFAULT_ASSETS_PER_HOST`)."""
 
     ray_address: str | None = None
     """Ray cluster to join (``host:port``); None starts a local one."""

@@ -33,10 +33,12 @@ from twinforge.runtime.history import open_history_store
 log = logging.getLogger(__name__)
 
 #: Measured with bench/ingest.py (1,348 assets of the sample plant): a host process is
-#: about 110 MB; at 100 per host that is 14 processes, 2.3 GB and 37 s to start, at 250
-#: six processes, 0.67 GB (0.59 MB per asset) and 5 s, with more messages per Ray call
-#: (each call costs the host about 1.5 ms of CPU). A crash replays one host's log only.
-DEFAULT_ASSETS_PER_HOST = 250
+#: about 110 MB, and each Ray call costs the host about 1.5 ms of CPU and the sender as
+#: much, so fewer hosts get more messages per call. At 250 per host: six processes,
+#: 0.67 GB, 7,012 msgs/s; at 700: two processes, 0.22 GB, 7,687 msgs/s, and at 1,000
+#: msgs/s spread evenly the hosts used 57% of a core against 72%. A crash replays one
+#: host's log only.
+DEFAULT_ASSETS_PER_HOST = 700
 
 _RemoteHost = ray.remote(AssetHost)
 

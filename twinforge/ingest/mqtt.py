@@ -37,7 +37,7 @@ from twinforge.ingest.messages import (
     Intake,
     Rejection,
 )
-from twinforge.ingest.mqtt_client import start_client
+from twinforge.ingest.mqtt_client import BufferedClient, start_client
 from twinforge.ingest.validation import PROPERTIES, TELEMETRY
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ class MqttIngest:
         self.mappings = tuple(mappings)
         self.max_payload_bytes = max_payload_bytes
         self.received = 0
+        #: Messages settled (durable or dead-lettered) and, at QoS 1, acknowledged.
         self.acknowledged = 0
         self.connected = threading.Event()
         self.client_id = client_id or f"twinforge-ingest-{uuid.uuid4().hex[:8]}"
@@ -124,7 +125,7 @@ class MqttIngest:
         #: Put before the convention topics (``site-a/twins/...``), to share a broker.
         self.prefix = prefix
         v5 = protocol == mqtt.MQTTv5
-        self._client = mqtt.Client(
+        self._client = BufferedClient(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=protocol,
@@ -148,6 +149,8 @@ class MqttIngest:
             # Mosquitto's default configuration.)
             self._connect_properties.ReceiveMaximum = receive_maximum
         self._lock = threading.Lock()
+        #: Futures of messages not yet acknowledged -> the messages' ids.
+        self._unacknowledged: dict[Future[bool], list[int]] = {}
 
     def start(self, timeout: float = 10.0) -> MqttIngest:
         """Connect (retrying in the background) and return once subscribed."""
@@ -203,16 +206,24 @@ class MqttIngest:
         except Exception:  # never let one message stop the network thread
             log.exception("ingest of a message on %r failed", message.topic)
             return  # not acknowledged: the broker redelivers it after a reconnect
-        mid, qos = message.mid, message.qos
-        future.add_done_callback(lambda done: self._ack(done, mid, qos))
+        # Messages of one batch share its future: one callback acknowledges them all.
+        with self._lock:
+            mids = self._unacknowledged.get(future)
+            register = mids is None
+            if mids is None:
+                mids = self._unacknowledged[future] = []
+            mids.append(message.mid if message.qos > 0 else 0)  # 0: nothing to send
+        if register:
+            future.add_done_callback(self._ack)
 
-    def _ack(self, done: Future[bool], mid: int, qos: int) -> None:
+    def _ack(self, done: Future[bool]) -> None:
+        with self._lock:
+            mids = self._unacknowledged.pop(done)
         if done.exception() is not None:
             return  # neither durable nor dead-lettered: leave it to redelivery
-        if qos > 0:
-            self._client.ack(mid, qos)
+        self._client.ack_many(mid for mid in mids if mid)
         with self._lock:
-            self.acknowledged += 1
+            self.acknowledged += len(mids)
 
     # -- decoding ------------------------------------------------------------------------
 
