@@ -52,7 +52,8 @@ def test_host_ingests_and_answers(tmp_path: Path) -> None:
     assert host.ingest([entry("p1", 100.0, flowRate=1.0), entry("p2", 100.0, pressure=2.0)]) == (
         IngestResult(2)
     )
-    assert host.ingest([entry("p1", 101.0, flowRate=2.0), entry("gone", 1.0, x=1)]).applied == 1
+    result = host.ingest([entry("p1", 101.0, flowRate=2.0), entry("gone", 1.0, x=1)])
+    assert (result.applied, result.skipped) == (1, (1,))  # "gone" is not hosted here
     snapshot = host.snapshot("p1")
     assert snapshot is not None
     assert snapshot["messages"] == 2
@@ -163,6 +164,7 @@ def test_ingest_reports_alarm_changes_once(tmp_path: Path) -> None:
             AlarmChange("p1", False, "hot", 4, 11.0, "powerKw", 10.0, 13.0),
             AlarmChange("p1", True, "hot", 4, 14.0, "powerKw", 90.0, 14.0),
         ),
+        (6,),  # "gone"
     )
     assert result.alarms[2].event_data() == {
         "name": "hot",
@@ -179,7 +181,7 @@ def test_ingest_reports_alarm_changes_once(tmp_path: Path) -> None:
     again = AssetHost(0, config)
     assert again.replayed == 7
     assert [a.since for a in again.active_alarms("p1")] == [14.0]
-    assert again.ingest(batch) == IngestResult(6)
+    assert again.ingest(batch) == IngestResult(6, (), tuple(range(7)))
     again.close()
 
 
@@ -255,15 +257,17 @@ def test_redelivered_messages_are_applied_once(tmp_path: Path) -> None:
     config = HostConfig(tmp_path)
     host = AssetHost(0, config, {"p1": PUMP})
     batch = [entry("p1", 100.0 + i, flowRate=float(i)) for i in range(5)]
-    host.ingest(batch)
-    host.ingest(batch[2:])  # the broker redelivers what it saw unacknowledged
-    host.ingest([entry("p1", 102.0, pressure=1.0)])  # same time, other fields: a new message
+    assert host.ingest(batch).skipped == ()
+    # The broker redelivers what it saw unacknowledged: skipped, so not published again.
+    assert host.ingest([*batch[1:], entry("p1", 105.0, flowRate=5.0)]).skipped == (0, 1, 2, 3)
+    # Same time, other fields: a new message.
+    assert host.ingest([entry("p1", 102.0, pressure=1.0)]).skipped == ()
     snapshot = host.snapshot("p1")
-    assert snapshot is not None and (snapshot["messages"], snapshot["duplicates"]) == (6, 3)
-    assert host.series("p1", "flowRate")["values"] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert snapshot is not None and (snapshot["messages"], snapshot["duplicates"]) == (7, 4)
+    assert host.series("p1", "flowRate")["values"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     host.checkpoint()
     host.ingest(batch[4:])
     again = AssetHost(0, config)  # the window survives checkpoint and replay
     again.ingest(batch[3:])
-    assert again.series("p1", "flowRate")["values"] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert again.series("p1", "flowRate")["values"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     again.close()

@@ -142,6 +142,44 @@ def test_durable_telemetry_and_alarm_changes_reach_live_subscriptions(
     assert elsewhere.dropped == 0
 
 
+def test_a_redelivered_message_reaches_subscribers_once(
+    fleet: AssetFleet, models: ModelSet, tmp_path: Path
+) -> None:
+    t0 = time.time() - 30
+    bus = EventBus()
+    validator = TelemetryValidator(TWINS.get, models.interface)
+
+    async def scenario() -> list[TwinEvent | Gap]:
+        watched = bus.subscribe(subjects=["pump-1"])
+        with DeadLetterStore(tmp_path / "dead.sqlite3") as letters:
+            pipeline = IngestPipeline(validator, fleet, letters, live=bus)
+            try:
+                # The second is the first again, as a broker redelivers an unacknowledged
+                # message after a reconnect.
+                for values, ts in [
+                    ({"powerKw": 1.0}, t0),
+                    ({"powerKw": 1.0}, t0),
+                    ({"flowRate": 2.0}, t0 + 1),
+                ]:
+                    future = pipeline.offer("pump-1", values, source_time=ts, origin="test:")
+                    assert await asyncio.wrap_future(future) is True
+                    await asyncio.to_thread(pipeline.drain)
+            finally:
+                pipeline.close()
+        events = await take(watched, 2, TIMEOUT)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(watched), 0.5)
+        return events
+
+    events = asyncio.run(scenario())
+    assert [(e.kind, e.data["sourceTime"]) for e in events] == [
+        (EventKind.TELEMETRY, t0),
+        (EventKind.TELEMETRY, t0 + 1),
+    ]
+    snapshot = fleet.snapshot("pump-1")
+    assert snapshot is not None and (snapshot["messages"], snapshot["duplicates"]) == (2, 1)
+
+
 def test_a_pipeline_without_subscribers_builds_no_events(
     fleet: AssetFleet, models: ModelSet, tmp_path: Path
 ) -> None:

@@ -53,11 +53,14 @@ class HostConfig:
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
-    """What :meth:`AssetHost.ingest` did with a batch: how many entries it applied, and
-    the alarms their messages raised or cleared, in order (for the live event feed)."""
+    """What :meth:`AssetHost.ingest` did with a batch: how many entries it applied, the
+    alarms their messages raised or cleared, in order, and the positions of the entries
+    it skipped (a redelivered message, a twin not hosted here): the live event feed
+    publishes the others only."""
 
     applied: int
     alarms: tuple[AlarmChange, ...] = ()
+    skipped: tuple[int, ...] = ()
 
 
 class AssetHost:
@@ -116,28 +119,39 @@ class AssetHost:
         """
         self._wal.append(entries)
         changes: list[AlarmChange] = []
-        applied = self._apply(entries, changes)
+        skipped: list[int] = []
+        applied = self._apply(entries, changes, skipped)
         self._batches_since_checkpoint += 1
         if (
             self._batches_since_checkpoint >= self.config.checkpoint_after_batches
             or time.monotonic() - self._last_checkpoint >= self.config.checkpoint_every_s
         ):
             self.checkpoint()
-        return IngestResult(applied, tuple(changes))
+        return IngestResult(applied, tuple(changes), tuple(skipped))
 
-    def _apply(self, entries: list[Entry], changes: list[AlarmChange] | None = None) -> int:
-        """Apply logged entries; alarm changes go to ``changes`` if given (a replay passes
-        None: whoever heard of them did so when the batch was first ingested)."""
+    def _apply(
+        self,
+        entries: list[Entry],
+        changes: list[AlarmChange] | None = None,
+        skipped: list[int] | None = None,
+    ) -> int:
+        """Apply logged entries; alarm changes go to ``changes`` and the positions of
+        entries not applied to ``skipped``, if given (a replay passes None: whoever heard
+        of them did so when the batch was first ingested)."""
         applied = 0
         history: list[HistoryPoint] = []
-        for twin_id, kind, values, source_time, received_time in entries:
+        for position, (twin_id, kind, values, source_time, received_time) in enumerate(entries):
             asset = self.assets.get(twin_id)
             if asset is None:
+                if skipped is not None:
+                    skipped.append(position)
                 continue
             applied += 1
             if kind == TELEMETRY:
                 if not asset.apply(values, source_time, received_time, changes):
-                    continue  # a redelivered message: already applied and in history
+                    if skipped is not None:  # a redelivered message: applied, in history
+                        skipped.append(position)
+                    continue
             elif kind == PROPERTIES:
                 self._pending_properties.setdefault(twin_id, {}).update(values)
             self._due_history(twin_id, kind, values, source_time, history)

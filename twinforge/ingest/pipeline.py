@@ -259,13 +259,17 @@ class IngestPipeline:
 
     def _publish_live(self, live: EventBus, batch: _Batch, result: IngestResult) -> None:
         """Publish a durable batch's messages, then the alarms they raised or cleared (in
-        the order the host saw them). Runs on Ray's callback thread: logs, never raises."""
+        the order the host saw them). A message the host skipped (a redelivery it had
+        applied before, a twin it no longer hosts) is left out: subscribers saw it once.
+        Runs on Ray's callback thread: logs, never raises."""
         try:
             if live.wants(EventKind.TELEMETRY):
+                skipped = set(getattr(result, "skipped", ()))  # a router may answer a count
+                entries = (e for i, e in enumerate(batch.entries) if i not in skipped)
                 live.publish_many(
-                    EventKind.TELEMETRY, ((e[0], e) for e in batch.entries), _telemetry_data
+                    EventKind.TELEMETRY, ((e[0], e) for e in entries), _telemetry_data
                 )
-            for change in getattr(result, "alarms", ()):  # a router may answer a bare count
+            for change in getattr(result, "alarms", ()):
                 kind = EventKind.ALARM_RAISED if change.raised else EventKind.ALARM_CLEARED
                 if live.wants(kind):
                     live.publish(kind, change.twin_id, change.event_data())
