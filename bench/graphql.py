@@ -765,7 +765,17 @@ def subscription_phase(
             },
         )
         lo, hi = publisher.count(round(args.sub_duration * args.rate_hz))
+        spying = None
+        if args.spy:
+            from ingest import print_spy, spy  # bench/ingest.py
+
+            spy_dir = Path(tempfile.mkdtemp(prefix="twinforge-bench-spy-"))
+            spying = spy({"server": server_pid}, args.spy, spy_dir)
         publisher.join(args.sub_duration + 60)
+        if spying is not None:
+            spying.join()
+            print_spy(spy_dir, top=40)
+            shutil.rmtree(spy_dir, ignore_errors=True)
         publish_seconds = publisher.window_seconds
         for _, conn in children:
             conn.send(("finish", lo, hi, args.drain))
@@ -877,6 +887,9 @@ def main() -> None:
         help="offer permessage-deflate as browsers do (default), or not",
     )
     parser.add_argument("--skip-queries", action="store_true", help="subscriptions only")
+    parser.add_argument(
+        "--spy", type=float, default=0, help="sample the server with py-spy while counting (s)"
+    )
     parser.add_argument(
         "--profile-api",
         action="store_true",

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from mqtt_load import LoadResult, publish_load
+from mqtt_load import CHUNK, LoadResult, publish_load
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -194,14 +194,16 @@ def telemetry_topics(assets: int) -> tuple[dict[str, str], list[tuple[str, list[
     return twins, topics
 
 
-def run_load(queue, host: str, port: int, topics, rate: float, seconds: float) -> None:
-    queue.put(publish_load(host, port, topics, rate=rate, seconds=seconds))
+def run_load(queue, host: str, port: int, topics, rate: float, seconds: float, chunk: int) -> None:
+    queue.put(publish_load(host, port, topics, rate=rate, seconds=seconds, per_write=chunk))
 
 
-def start_load(host: str, port: int, topics, rate: float, seconds: float):
+def start_load(host: str, port: int, topics, rate: float, seconds: float, chunk: int = CHUNK):
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=run_load, args=(queue, host, port, topics, rate, seconds))
+    process = context.Process(
+        target=run_load, args=(queue, host, port, topics, rate, seconds, chunk)
+    )
     process.start()
     return process, queue
 
@@ -264,6 +266,12 @@ def main() -> None:
     parser.add_argument("--baseline-seconds", type=float, default=10)
     parser.add_argument("--broker", help="mqtt://host:port (default: start a Mosquitto here)")
     parser.add_argument(
+        "--chunk",
+        type=int,
+        default=CHUNK,
+        help="messages per write of the load generator (1: spread evenly, as sensors do)",
+    )
+    parser.add_argument(
         "--spy", type=float, default=0, help="sample this process and a host with py-spy (s)"
     )
     args = parser.parse_args()
@@ -302,7 +310,7 @@ def main() -> None:
             )
             ingest = MqttIngest(pipeline, host, port, session_expiry_s=60).start()
             cpu_before = cpu_seconds()
-            process, queue = start_load(host, port, topics, args.rate, args.seconds)
+            process, queue = start_load(host, port, topics, args.rate, args.seconds, args.chunk)
             if args.spy:
                 (workdir / "spy").mkdir()
                 pids = {"ingest": os.getpid(), "host-0": stats[0]["pid"]}

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-CHUNK = 200  # messages per socket write
+CHUNK = 200  # messages per socket write (by default)
 
 
 @dataclass
@@ -61,6 +61,7 @@ def publish_load(
     rate: float,
     seconds: float,
     stop: Callable[[], bool] = lambda: False,
+    per_write: int = CHUNK,
 ) -> LoadResult:
     """Publish telemetry at ``rate`` msgs/s for ``seconds``, round-robin over the topics.
 
@@ -96,7 +97,7 @@ def publish_load(
     while sent < total and not stop():
         chunk = []
         now = time.time()
-        for _ in range(min(CHUNK, total - sent)):
+        for _ in range(min(per_write, total - sent)):
             topic, fields = topics_and_fields[sent % len(topics_and_fields)]
             values = {name: round(rng.uniform(0, 100), 3) for name in fields}
             values["$ts"] = now
