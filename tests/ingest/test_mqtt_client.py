@@ -133,3 +133,46 @@ def test_ack_many_acknowledges_exactly_the_messages_it_names(broker: Mosquitto) 
 
     assert sorted(json.loads(data)["n"] for _, data, _ in again) == list(range(1, 200, 2))
     assert all(dup for _, _, dup in again)  # redeliveries, flagged as such
+
+
+def test_properties_qos_0_and_retain_arrive_as_paho_gives_them(broker: Mosquitto) -> None:
+    received: list[mqtt.MQTTMessage] = []
+    subscriber = Subscriber(broker.port, "buffered-kinds")
+    subscriber.client.on_message = lambda _c, _u, m: received.append(m)
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.connect("127.0.0.1", broker.port)
+    publisher.loop_start()
+    publisher.publish("load/kept", b"retained", qos=1, retain=True).wait_for_publish(10)
+    subscriber.connect()  # the retained message comes with the subscription
+    described = Properties(PacketTypes.PUBLISH)
+    described.ContentType = "application/json"
+    described.UserProperty = ("site", "a")
+    publisher.publish("load/1", b"plain", qos=1).wait_for_publish(10)
+    publisher.publish("load/2", b"described", qos=1, properties=described).wait_for_publish(10)
+    publisher.publish("load/3", b"fire and forget", qos=0).wait_for_publish(10)
+    publisher.publish("load/kept", b"", qos=1, retain=True).wait_for_publish(10)  # clear it
+    deadline = time.monotonic() + 10
+    while len(received) < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    subscriber.client.ack_many(m.mid for m in received if m.qos)
+    subscriber.disconnect()
+    publisher.disconnect()
+    publisher.loop_stop()
+
+    kept, plain, with_properties, qos_0 = received[:4]
+    assert (kept.topic, kept.payload, kept.retain, kept.qos) == ("load/kept", b"retained", True, 1)
+    assert (plain.topic, plain.payload, plain.retain, plain.properties) == (
+        "load/1",
+        b"plain",
+        False,
+        None,  # none sent: the short path leaves them out
+    )
+    assert with_properties.payload == b"described"
+    assert with_properties.properties.ContentType == "application/json"
+    assert with_properties.properties.UserProperty == [("site", "a")]
+    assert (qos_0.topic, qos_0.payload, qos_0.qos, qos_0.mid) == (
+        "load/3",
+        b"fire and forget",
+        0,
+        0,
+    )

@@ -6,14 +6,17 @@ writes each acknowledgement as its own packet, woken through its socket pair. Ev
 those system calls lets go of the GIL, and a busy ingest process then makes paho's thread
 wait to get it back, so a bare paho subscriber took 9,000 msgs/s at most here.
 :class:`BufferedClient` reads what the socket has in one call and sends many
-acknowledgements in one write.
+acknowledgements in one write; and it decodes a plain PUBLISH (QoS 0 or 1, no MQTT 5
+properties) itself, where paho builds a properties object, copies the packet four times
+and matches the topic against per-topic callbacks for every message.
 """
 
 from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -45,12 +48,15 @@ def start_client(
 
 
 class BufferedClient(mqtt.Client):
-    """A paho client that reads its socket in large chunks and acknowledges QoS 1
-    messages in bulk (:meth:`ack_many`).
+    """A paho client that reads its socket in large chunks, decodes plain PUBLISH
+    packets in short and acknowledges QoS 1 messages in bulk (:meth:`ack_many`).
 
     It hooks paho's own socket read (``_sock_recv``, which paho's TLS and WebSocket
     paths also go through) and keeps reading while bytes are buffered, as paho's loop
-    does for a TLS socket's pending bytes; tested against paho 2.2 on a real broker.
+    does for a TLS socket's pending bytes. PUBLISH packets with MQTT 5 properties, QoS 2,
+    malformed ones, and every packet once a per-topic callback is added go through paho's
+    own handling; the others reach ``on_message`` with ``properties`` None. Tested
+    against paho 2.2 on a real broker.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -58,6 +64,49 @@ class BufferedClient(mqtt.Client):
         self._read_from: object = None  # the socket the buffer came from
         self._buffer = b""
         self._at = 0
+        self._topic_callbacks = False
+
+    def message_callback_add(self, sub: str, callback: Callable[..., None]) -> None:
+        self._topic_callbacks = True  # paho matches topics for these: its own path
+        super().message_callback_add(sub, callback)
+
+    def _handle_publish(self) -> mqtt.MQTTErrorCode:
+        header, packet = self._in_packet["command"], self._in_packet["packet"]
+        qos = (header & 0x06) >> 1
+        on_message = self.on_message
+        if qos > 1 or self._topic_callbacks or on_message is None:
+            return super()._handle_publish()
+        try:
+            end = 2 + (packet[0] << 8 | packet[1])
+            topic = bytes(packet[2:end])
+            mid = 0
+            if qos:
+                mid = packet[end] << 8 | packet[end + 1]
+                end += 2
+            if self._protocol == mqtt.MQTTv5:
+                if packet[end]:  # a properties length: paho reads them
+                    return super()._handle_publish()
+                end += 1
+            elif end == 2 or end > len(packet):  # an empty topic (MQTT 3) or too short
+                return super()._handle_publish()  # paho reports what is wrong
+        except IndexError:
+            return super()._handle_publish()
+        message = mqtt.MQTTMessage(mid, topic)
+        message.dup = bool(header & 0x08)
+        message.qos = qos
+        message.retain = bool(header & 0x01)
+        message.payload = bytes(packet[end:])
+        message.timestamp = time.monotonic()  # as paho does
+        with self._in_callback_mutex:
+            try:
+                on_message(self, self._userdata, message)
+            except Exception as error:
+                self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", error)
+                if not self.suppress_exceptions:
+                    raise
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(mid)
+        return mqtt.MQTT_ERR_SUCCESS
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._read_from is not self._sock:  # reconnected: what was buffered is void
