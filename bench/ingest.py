@@ -55,16 +55,36 @@ GOALS = {"msgs_per_s": 20_000, "lost": 0, "p99_ms": 100.0}
 
 
 class RecordingMetrics(IngestMetrics):
-    """Keeps every latency too, for exact percentiles."""
+    """Keeps every latency too, for exact percentiles, and when each batch was durable."""
 
     def __init__(self) -> None:
         super().__init__()
         self.latencies: list[float] = []
+        self.batches: list[tuple[float, int]] = []  # (durable at, latencies recorded)
 
     def latency(self, seconds) -> None:  # type: ignore[override]
         values = list(seconds)
         self.latencies.extend(values)
+        self.batches.append((time.monotonic(), len(values)))
         super().latency(values)
+
+
+def print_timeline(metrics: RecordingMetrics, window_s: float = 2.0) -> None:
+    """Latency by the window in which messages became durable: when the slow ones were."""
+    if not metrics.batches:
+        return
+    start = metrics.batches[0][0]
+    windows: dict[int, list[float]] = {}
+    at = 0
+    for durable_at, count in metrics.batches:
+        bucket = windows.setdefault(int((durable_at - start) // window_s), [])
+        bucket.extend(metrics.latencies[at : at + count])
+        at += count
+    print(f"latency by {window_s:g} s window (ms): window start, messages, p50, p99, max")
+    for index, values in sorted(windows.items()):
+        ms = np.array(values) * 1000
+        p50, p99 = np.percentile(ms, 50), np.percentile(ms, 99)
+        print(f"  {index * window_s:6.0f} s {len(values):7,} {p50:8.1f} {p99:8.1f} {ms.max():8.1f}")
 
 
 def cpu_seconds() -> dict[str, float]:
@@ -272,6 +292,9 @@ def main() -> None:
         help="messages per write of the load generator (1: spread evenly, as sensors do)",
     )
     parser.add_argument(
+        "--timeline", action="store_true", help="print latency per 2 s window of the run"
+    )
+    parser.add_argument(
         "--spy", type=float, default=0, help="sample this process and a host with py-spy (s)"
     )
     args = parser.parse_args()
@@ -364,6 +387,8 @@ def main() -> None:
             value = figures[name]
             ok = value is not None and (value >= goal if name == "msgs_per_s" else value <= goal)
             print(f"{name}: {value} (goal {goal}) {'met' if ok else 'NOT MET'}")
+        if args.timeline:
+            print_timeline(metrics)
         if args.spy:
             spying.join()
             print_spy(workdir / "spy")
