@@ -127,8 +127,6 @@ class BufferedClient(mqtt.Client):
             rc = super().loop_read(max_packets)
             if rc != mqtt.MQTT_ERR_SUCCESS or self._at >= len(self._buffer):
                 return rc
-            if self._read_from is not self._sock:
-                return rc
 
     def ack_many(self, mids: Iterable[int]) -> None:
         """Acknowledge QoS 1 messages (``manual_ack``) in one write: PUBACK packets, in
