@@ -44,7 +44,9 @@ def test_serve_runs_the_plant_with_its_dashboard(tmp_path: Path) -> None:
             actors = json.load(urllib.request.urlopen(request, timeout=10))["data"]["result"][
                 "result"
             ]
-            hosts = [a for a in actors if a["class_name"] == "AssetHost" and a["state"] == "ALIVE"]
+            hosts = [
+                a for a in actors if a["class_name"] == "AssetHostProcess" and a["state"] == "ALIVE"
+            ]
             if hosts and hosts[0].get("repr_name"):
                 break
             assert time.monotonic() < deadline, actors

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from twinforge.actors.alarms import AlarmChange, load_alarm_rules
-from twinforge.actors.asset_host import AssetHost, HostConfig, IngestResult
+from twinforge.actors.asset_host import CAPTURE_PER_BATCH, AssetHost, HostConfig, IngestResult
 from twinforge.actors.directory import AssetDirectory
 from twinforge.actors.ring_buffer import RingBuffer
 from twinforge.actors.write_ahead_log import WriteAheadLog
@@ -31,10 +31,15 @@ def test_ring_buffer_keeps_the_newest_samples_in_order() -> None:
     assert times.tolist() == [6.0, 7.0, 8.0, 9.0]
     assert values.tolist() == [9.0, 10.5, 12.0, 13.5]
     assert buffer.last(2)[1].tolist() == [12.0, 13.5]
-    restored = RingBuffer.from_state(buffer.state())
+    state = buffer.state()
+    buffer.append(10.0, 15.0)  # the state is a copy: later samples are not in it
+    restored = RingBuffer.from_state(state)
     assert restored.last()[1].tolist() == values.tolist()
     restored.append(10.0, 15.0)
     assert restored.last()[0].tolist() == [7.0, 8.0, 9.0, 10.0]
+    # A checkpoint written before states kept the arrays as they lie: oldest first.
+    legacy = RingBuffer.from_state({"capacity": 4, "times": times, "values": values})
+    assert legacy.last()[1].tolist() == values.tolist()
 
 
 def test_ring_buffer_takes_values_that_are_not_numbers() -> None:
@@ -77,16 +82,24 @@ def test_late_value_does_not_replace_the_last_one(tmp_path: Path) -> None:
 
 
 def test_a_killed_host_recovers_everything_it_acknowledged(tmp_path: Path) -> None:
-    config = HostConfig(tmp_path, capacity=1000, checkpoint_after_batches=7)
+    config = HostConfig(
+        tmp_path, capacity=1000, checkpoint_after_batches=7, checkpoint_every_s=3600
+    )
     host = AssetHost(3, config, {"p1": PUMP, "p2": PUMP})
-    for i in range(20):  # two checkpoints on the way, then six batches after the last
+    for i in range(20):  # two checkpoints on the way, then a few batches after the last
         host.ingest(
             [entry("p1", 100.0 + i, flowRate=float(i)), entry("p2", 100.0 + i, pressure=-i)]
         )
     before = {t: host.snapshot(t) for t in ("p1", "p2")}
+    host.wait_for_checkpoint()  # the last one is saved on a thread of its own
+    log = WriteAheadLog(tmp_path / "actors" / "host-0003.sqlite3")
+    saved = log.checkpoint_seq()  # batch 14, or a little later if the first took long
+    log.close()
+    assert saved is not None and 14 <= saved < 20
     # No close(): the process "dies" here; a new host on the same files takes over.
     again = AssetHost(3, config)
-    assert again.replayed == 12  # 6 batches of 2 after the last checkpoint
+    assert again.restored == 2  # both assets from the checkpoint, then the log after it:
+    assert again.replayed == 2 * (20 - saved)  # the batches of 2 after the checkpoint
     for twin in ("p1", "p2"):
         assert again.snapshot(twin) == before[twin]
     assert again.series("p1", "flowRate")["values"] == [float(i) for i in range(20)]
@@ -111,10 +124,13 @@ def test_history_gets_at_most_one_point_per_interval(tmp_path: Path) -> None:
 
     host = AssetHost(0, HostConfig(tmp_path, history_interval_s=1.0), {"p1": PUMP})
     host.ingest([entry("p1", 1000.0 + i * 0.25, flowRate=float(i)) for i in range(12)])
+    # A field seen for the first time is due at once, whatever the others' interval.
+    host.ingest([entry("p1", 1002.5, flowRate=13.0, pressure=2.0)])
     host.checkpoint()  # flushes history before trimming the log
     store = open_history_store(None, tmp_path)
     points = store.query("p1", "flowRate")
     assert [p.value for p in points] == [0.0, 4.0, 8.0]
+    assert [p.value for p in store.query("p1", "pressure")] == [2.0]
     store.close()
     host.close()
 
@@ -220,14 +236,96 @@ def test_bad_alarm_rules_name_the_field(rule: dict, field: str) -> None:
         load_alarm_rules([rule])
 
 
-def test_write_ahead_log_refuses_values_json_cannot_carry(tmp_path: Path) -> None:
+def test_write_ahead_log_gives_back_what_it_was_given(tmp_path: Path) -> None:
     log = WriteAheadLog(tmp_path / "wal.sqlite3")
-    with pytest.raises(ValueError):
-        log.append([("p1", "t", {"x": math.nan}, 1.0, 1.0)])
-    assert log.pending() == 0
+    logged = [
+        ("p1", "t", {"x": 1.5, "on": True, "n": 3, "pos": {"lat": 1.0}, "tags": ["a"]}, 1.0, 2.0),
+        ("p2", "p", {"mode": "auto", "none": None}, 3.0, 4.0),
+    ]
+    log.append(logged)
+    log.close()
+    with sqlite3.connect(tmp_path / "wal.sqlite3") as db:  # logged as JSON, as before 2026-11
+        db.execute("INSERT INTO batches (entries) VALUES (?)", ('[["p3","t",{"y":2},5,6]]',))
+    again = WriteAheadLog(tmp_path / "wal.sqlite3")
+    _, batches = again.recover()
+    assert [batch for _, batch in batches] == [logged, [("p3", "t", {"y": 2}, 5, 6)]]
     with pytest.raises(ValueError, match="synchronous"):
         WriteAheadLog(tmp_path / "other.sqlite3", synchronous="OFF")
+    again.close()
+
+
+def test_a_checkpoint_copied_over_several_batches_restores_each_asset_once(
+    tmp_path: Path,
+) -> None:
+    # More assets than one ingest call copies: the checkpoint's states are copied over
+    # three batches, so assets copied later hold more batches; replay must skip those.
+    names = [f"p{i:03d}" for i in range(2 * CAPTURE_PER_BATCH + 10)]
+    config = HostConfig(tmp_path, checkpoint_after_batches=4, checkpoint_every_s=3600)
+    host = AssetHost(0, config, dict.fromkeys(names, PUMP))
+    for i in range(7):  # a checkpoint starts at batch 4 and is copied in batches 4-6
+        host.ingest([entry(name, 100.0 + i, flowRate=float(i)) for name in names])
+    host.wait_for_checkpoint()
+    before = {name: host.snapshot(name) for name in names}
+    again = AssetHost(0, config)  # the host "died" without closing
+    assert {name: again.snapshot(name) for name in names} == before  # no duplicates
+    # The log keeps batches 5-7; each asset replays those after the one it was copied in.
+    assert again.replayed == CAPTURE_PER_BATCH * 3 + CAPTURE_PER_BATCH * 2 + 10 * 1
+    for name in (names[0], names[-1]):
+        assert again.series(name, "flowRate")["values"] == [float(i) for i in range(7)]
+    again.close()
+
+
+def test_a_state_saved_but_not_yet_trimmed_is_not_replayed_twice(tmp_path: Path) -> None:
+    # A host that dies between saving a checkpoint's state and trimming the log.
+    log = WriteAheadLog(tmp_path / "wal.sqlite3")
+    first = log.append([entry("p1", 1.0, x=1.0)])
+    log.append([entry("p1", 2.0, x=2.0)])
+    log.save_state({"p1": {"x": 1.0}}, first)
     log.close()
+    again = WriteAheadLog(tmp_path / "wal.sqlite3")
+    state, batches = again.recover()
+    assert state == {"p1": {"x": 1.0}}
+    assert [(seq, batch[0][3]) for seq, batch in batches] == [(first + 1, 2.0)]
+    assert again.pending() == 2 and again.checkpoint_seq() == first
+    assert again.append([entry("p1", 3.0, x=3.0)]) == first + 2  # numbers never reused
+    again.close()
+
+
+def test_a_checkpoint_kept_in_the_log_by_an_older_version_is_still_read(tmp_path: Path) -> None:
+    import pickle
+
+    log = WriteAheadLog(tmp_path / "wal.sqlite3")
+    seq = log.append([entry("p1", 1.0, x=1.0)])
+    log.append([entry("p1", 2.0, x=2.0)])
+    log.close()
+    with sqlite3.connect(tmp_path / "wal.sqlite3") as db:
+        db.execute("INSERT INTO checkpoint VALUES (1, ?, ?)", (seq, pickle.dumps({"p1": 1})))
+    again = WriteAheadLog(tmp_path / "wal.sqlite3")
+    state, batches = again.recover()
+    assert state == {"p1": 1} and [batch[0][3] for _, batch in batches] == [2.0]
+    again.close()
+
+
+def test_a_failed_checkpoint_keeps_the_log_and_ingest_goes_on(tmp_path: Path) -> None:
+    config = HostConfig(tmp_path, checkpoint_after_batches=3, checkpoint_every_s=3600)
+    host = AssetHost(0, config, {"p1": PUMP})
+    state_path = tmp_path / "actors" / "host-0000.state"
+    state_path.mkdir()  # the state file cannot be renamed into place
+    for i in range(10):  # checkpoints start and fail on the way
+        assert host.ingest([entry("p1", 100.0 + i, flowRate=float(i))]).applied == 1
+    with pytest.raises(OSError):
+        host.checkpoint()
+    assert host.stats()["wal_pending"] == 10  # nothing trimmed
+    state_path.rmdir()
+    host.ingest([entry("p1", 110.0, flowRate=10.0)])
+    host.checkpoint()
+    assert host.stats()["wal_pending"] == 0
+    host.ingest([entry("p1", 111.0, flowRate=11.0)])
+    again = AssetHost(0, config)  # the checkpoint and one batch after it
+    assert again.replayed == 1
+    assert again.series("p1", "flowRate")["values"] == [float(i) for i in range(12)]
+    again.close()
+    host.close()
 
 
 def test_directory_fills_hosts_and_persists(tmp_path: Path) -> None:

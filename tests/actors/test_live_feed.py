@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,43 +45,62 @@ def fleet(make_fleet: Callable[..., AssetFleet]) -> AssetFleet:
     return fleet
 
 
+@contextmanager
+def live_pipeline(
+    fleet: AssetFleet, models: ModelSet, bus: EventBus, tmp_path: Path
+) -> Iterator[IngestPipeline]:
+    """A real ingest pipeline into ``fleet`` that publishes to ``bus``."""
+    validator = TelemetryValidator(TWINS.get, models.interface)
+    with DeadLetterStore(tmp_path / "dead.sqlite3") as letters:
+        pipeline = IngestPipeline(validator, fleet, letters, live=bus)
+        try:
+            yield pipeline
+        finally:
+            pipeline.close()
+
+
+async def make_durable(
+    pipeline: IngestPipeline, offers: list[tuple[str, dict, float, str]]
+) -> None:
+    """Offer ``(twin, values, source time, kind)`` messages and wait until every one is
+    durable and the pipeline has drained (so the next ones come after)."""
+    futures = [
+        pipeline.offer(twin, values, source_time=ts, origin="test:", kind=kind)
+        for twin, values, ts, kind in offers
+    ]
+    for future in futures:
+        assert await asyncio.wrap_future(future) is True
+    await asyncio.to_thread(pipeline.drain)
+
+
 def test_durable_telemetry_and_alarm_changes_reach_live_subscriptions(
     fleet: AssetFleet, models: ModelSet, tmp_path: Path
 ) -> None:
     t0 = time.time() - 60
     bus = EventBus()
-    validator = TelemetryValidator(TWINS.get, models.interface)
 
     async def scenario() -> tuple[list[TwinEvent | Gap], list[TwinEvent | Gap], Subscription]:
         watched = bus.subscribe(subjects=["pump-1"])
         elsewhere = bus.subscribe(subjects=["pump-3"])  # a twin that sends nothing
         alerts = bus.subscribe(kinds=[EventKind.ALARM_RAISED, EventKind.ALARM_CLEARED])
-        with DeadLetterStore(tmp_path / "dead.sqlite3") as letters:
-            pipeline = IngestPipeline(validator, fleet, letters, live=bus)
-            try:
-                # Phases drained one after the other: each is durable before the next.
-                phases: list[list[tuple[str, dict, float, str]]] = [
-                    [
-                        ("pump-1", {"powerKw": 20.0, "flowRate": 3.0}, t0, "telemetry"),
-                        ("pump-2", {"powerKw": 90.0}, t0, "telemetry"),  # raises on pump-2
-                        ("pump-1", {"powerKw": 75.0}, t0 + 1, "telemetry"),  # raises
-                    ],
-                    [
-                        ("pump-1", {"powerKw": 80.0}, t0 + 2, "telemetry"),  # still raised
-                        ("pump-1", {"powerKw": 10.0}, t0 + 3, "telemetry"),  # clears
-                    ],
-                    [("pump-1", {"state": "running"}, t0 + 4, PROPERTIES)],
-                ]
-                for phase in phases:
-                    futures = [
-                        pipeline.offer(twin, values, source_time=ts, origin="test:", kind=kind)
-                        for twin, values, ts, kind in phase
-                    ]
-                    for future in futures:
-                        assert await asyncio.wrap_future(future) is True
-                    await asyncio.to_thread(pipeline.drain)
-            finally:
-                pipeline.close()
+        with live_pipeline(fleet, models, bus, tmp_path) as pipeline:
+            # Phases one after the other: each is durable before the next.
+            await make_durable(
+                pipeline,
+                [
+                    ("pump-1", {"powerKw": 20.0, "flowRate": 3.0}, t0, "telemetry"),
+                    ("pump-2", {"powerKw": 90.0}, t0, "telemetry"),  # raises on pump-2
+                    ("pump-1", {"powerKw": 75.0}, t0 + 1, "telemetry"),  # raises
+                ],
+            )
+            await make_durable(
+                pipeline,
+                [
+                    ("pump-1", {"powerKw": 80.0}, t0 + 2, "telemetry"),  # still raised
+                    ("pump-1", {"powerKw": 10.0}, t0 + 3, "telemetry"),  # clears
+                ],
+            )
+            await make_durable(pipeline, [("pump-1", {"state": "running"}, t0 + 4, PROPERTIES)])
         live = await take(watched, 7, TIMEOUT)
         alarms = await take(alerts, 3, TIMEOUT)
         with pytest.raises(TimeoutError):
@@ -147,25 +167,18 @@ def test_a_redelivered_message_reaches_subscribers_once(
 ) -> None:
     t0 = time.time() - 30
     bus = EventBus()
-    validator = TelemetryValidator(TWINS.get, models.interface)
 
     async def scenario() -> list[TwinEvent | Gap]:
         watched = bus.subscribe(subjects=["pump-1"])
-        with DeadLetterStore(tmp_path / "dead.sqlite3") as letters:
-            pipeline = IngestPipeline(validator, fleet, letters, live=bus)
-            try:
-                # The second is the first again, as a broker redelivers an unacknowledged
-                # message after a reconnect.
-                for values, ts in [
-                    ({"powerKw": 1.0}, t0),
-                    ({"powerKw": 1.0}, t0),
-                    ({"flowRate": 2.0}, t0 + 1),
-                ]:
-                    future = pipeline.offer("pump-1", values, source_time=ts, origin="test:")
-                    assert await asyncio.wrap_future(future) is True
-                    await asyncio.to_thread(pipeline.drain)
-            finally:
-                pipeline.close()
+        with live_pipeline(fleet, models, bus, tmp_path) as pipeline:
+            # The second is the first again, as a broker redelivers an unacknowledged
+            # message after a reconnect.
+            for values, ts in [
+                ({"powerKw": 1.0}, t0),
+                ({"powerKw": 1.0}, t0),
+                ({"flowRate": 2.0}, t0 + 1),
+            ]:
+                await make_durable(pipeline, [("pump-1", values, ts, "telemetry")])
         events = await take(watched, 2, TIMEOUT)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(anext(watched), 0.5)
@@ -184,16 +197,10 @@ def test_a_pipeline_without_subscribers_builds_no_events(
     fleet: AssetFleet, models: ModelSet, tmp_path: Path
 ) -> None:
     bus = EventBus()
-    with DeadLetterStore(tmp_path / "dead.sqlite3") as letters:
-        pipeline = IngestPipeline(
-            TelemetryValidator(TWINS.get, models.interface), fleet, letters, live=bus
-        )
-        try:
-            future = pipeline.offer("pump-1", {"powerKw": 99.0}, origin="test:")
-            assert future.result(timeout=TIMEOUT) is True
-            pipeline.drain()
-        finally:
-            pipeline.close()
+    with live_pipeline(fleet, models, bus, tmp_path) as pipeline:
+        future = pipeline.offer("pump-1", {"powerKw": 99.0}, origin="test:")
+        assert future.result(timeout=TIMEOUT) is True
+        pipeline.drain()
     assert bus.published == 0
     assert [a.name for a in fleet.active_alarms("pump-1")] == ["overload"]
 

@@ -66,6 +66,21 @@ def test_valid_telemetry_becomes_durable_state(pipeline: IngestPipeline, hosts: 
     assert 'twinforge_ingest_accepted_total{transport="opcua"} 1.0' in metrics
 
 
+def test_messages_within_the_batch_delay_go_out_in_one_send(
+    models, hosts: LocalHosts, tmp_path: Path
+) -> None:
+    validator = TelemetryValidator(TWINS.get, models.interface)
+    with DeadLetterStore(tmp_path / "dead.sqlite3") as letters:
+        pipe = IngestPipeline(validator, hosts, letters, IngestMetrics(), max_delay_s=2.0)
+        futures = []
+        for i in range(20):  # over about 0.2 s, as sensors send
+            futures.append(pipe.offer("pump-1", {"flowRate": float(i)}, source_time=NOW + i))
+            time.sleep(0.01)
+        assert all(f.result(timeout=10) is True for f in futures)
+        pipe.close()
+    assert hosts.sends == 1  # each message used to wake the sender: a send for each
+
+
 @pytest.mark.parametrize(
     ("twin", "values", "kwargs", "reason", "field"),
     [

@@ -8,9 +8,11 @@ are retried by Ray, so a caller that waited for ``ingest`` never loses what it s
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
@@ -40,7 +42,23 @@ log = logging.getLogger(__name__)
 #: host's log only.
 DEFAULT_ASSETS_PER_HOST = 700
 
-_RemoteHost = ray.remote(AssetHost)
+
+class AssetHostProcess(AssetHost):
+    """An asset host as what its Ray actor process is for.
+
+    Once started, its objects and Ray's (about 85,000) are frozen out of the garbage
+    collector: every full collection walked them, for 50-150 ms during which the host
+    ingested nothing (measured at 10,000 msgs/s; the p99 latency was those pauses).
+    """
+
+    def __init__(self, host_id: int, config: HostConfig, assets: dict[str, str] | None = None):
+        super().__init__(host_id, config, assets)
+        gc.collect()
+        gc.freeze()
+        sys.setswitchinterval(0.001)
+
+
+_RemoteHost = ray.remote(AssetHostProcess)
 
 
 class AssetFleet:

@@ -139,10 +139,14 @@ class IngestPipeline:
             batch = self._batches.get(host)
             if batch is None:
                 batch = self._batches[host] = _Batch(host)
+                if len(self._batches) == 1:
+                    self._wake.notify()  # the sender may be idle: the first of a round
             batch.entries.append(entry)
             batch.times.append(ts)
             batch.transports.append(transport)
-            if len(batch.entries) >= self.max_batch or len(self._batches) == 1:
+            if len(batch.entries) >= self.max_batch:
+                # Only then: a notify during the round's max_delay_s wait ends it early,
+                # and batches of a few messages cost a Ray call each.
                 self._wake.notify()
             return batch.done
 
