@@ -113,6 +113,10 @@ def _wait(predicate, timeout: float, what: str):
         time.sleep(0.25)
 
 
+def _node_id() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
 def _alive_nodes() -> dict[str, dict]:
     return {n["NodeID"]: n for n in ray.nodes() if n["Alive"]}
 
@@ -129,9 +133,13 @@ def scenario(data_dir: Path, root: Path) -> dict:
         nodes = _wait(lambda: len(_alive_nodes()) == 2 and _alive_nodes(), 60, "two nodes")
         node2 = next(n for n, info in nodes.items() if "node2" in info["Resources"])
         # A node counts as alive before the scheduler's view of its resources catches up;
-        # until then SPREAD places every actor on the head (seen on a loaded machine).
+        # until then SPREAD places every actor on the head (seen on loaded machines, CI
+        # included). The GCS knowing node2 is not enough: the head's raylet, which places
+        # the driver's actors, must too, and a task that needs node2's resource runs only
+        # once it does.
         _wait(lambda: ray.available_resources().get("node2"), 60, "node2 schedulable")
-        time.sleep(2)
+        probe = ray.remote(num_cpus=0, resources={"node2": 0.01})(_node_id)
+        assert ray.get(probe.remote(), timeout=60) == node2
         head_node = next(n for n in nodes if n != node2)
 
         fleet = AssetFleet(

@@ -184,7 +184,7 @@ def rig(plant: Plant, sample_policy: SafetyPolicy, tmp_path: Path) -> Iterator[R
             audit,
             alarms,
             clock,
-            timeout=0.5,
+            timeout=5.0,  # a real broker round trip; a loaded CI machine took over 0.5 s
         )
         rig = Rig(service, audit, alarms, clock, plant)
         service.add_listener(rig.seen.append)
@@ -660,6 +660,7 @@ def test_replies_are_checked(rig: Rig) -> None:
     )
 
     replies[(cnc, "start")] = None  # silence
+    rig.service.timeout = 0.5
     late = run(rig.service.invoke(ALICE, cnc, "start"))
     assert (late.status, late.reply_status) == (CommandStatus.TIMED_OUT, 504)
     assert rows(rig.audit, late.id) == [("invoke", "sent"), ("reply", "timedOut")]
