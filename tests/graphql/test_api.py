@@ -20,7 +20,6 @@ from starlette.testclient import TestClient
 from strawberry.http.exceptions import WebSocketDisconnected
 
 from twinforge.graphql.app import _TransportWS
-from twinforge.graphql.fanout import SHARED_EVENTS
 from twinforge.graphql.subscription import BUFFER
 from twinforge.runtime.events import EventKind
 
@@ -364,11 +363,17 @@ def websocket(api: Api) -> Iterator[Any]:
         yield socket
 
 
-def _subscribe(socket: Any, secret: str, query: str, variables: dict[str, Any]) -> None:
+def _subscribe(
+    socket: Any, secret: str, query: str, variables: dict[str, Any], operation_id: str = "1"
+) -> None:
     socket.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {secret}"}})
     assert socket.receive_json()["type"] == "connection_ack"
     socket.send_json(
-        {"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}}
+        {
+            "id": operation_id,
+            "type": "subscribe",
+            "payload": {"query": query, "variables": variables},
+        }
     )
 
 
@@ -412,42 +417,94 @@ def test_twin_changes_and_telemetry_reach_subscribers(api: Api) -> None:
         assert [g["values"] for g in got] == [{"flowRate": 1.0}, {"flowRate": 2.0}]
 
 
-def test_subscribers_of_one_event_share_its_answer(api: Api) -> None:
+def test_subscribers_of_the_same_query_share_one_subscription(api: Api) -> None:
     pump = a_twin_of(api, PUMP)["dtId"]
     query = (
         "subscription($id: String!, $fields: [String!]) { telemetry(twinId: $id, fields:"
         " $fields) { twinId values time missed } }"
     )
-    executed, reused = SHARED_EVENTS.executed, SHARED_EVENTS.reused
+    groups = api.app.state.subscription_groups
+    bus_before = api.live.subscriber_count
     with TestClient(api.app) as client, contextlib.ExitStack() as stack:
         sockets = [
             stack.enter_context(
                 client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"])
             )
-            for _ in range(4)
+            for _ in range(5)
         ]
         for n, socket in enumerate(sockets):
             fields = ["pressure"] if n == 3 else ["flowRate"]
-            _subscribe(socket, api.secrets["viewer"], query, {"id": pump, "fields": fields})
+            secret = api.secrets["admin" if n == 4 else "viewer"]
+            _subscribe(socket, secret, query, {"id": pump, "fields": fields}, f"op-{n}")
         time.sleep(0.3)
+        # Three viewers asked the same: one group. Other fields, other roles: others.
+        assert (len(groups), groups.members()) == (3, 5)
+        assert api.live.subscriber_count == bus_before + 3
         api.live.publish(
             EventKind.TELEMETRY,
             pump,
             {"values": {"flowRate": 1.5, "pressure": 3.0}, "sourceTime": 1e9, "kind": "telemetry"},
         )
         got = [socket.receive_json() for socket in sockets]
-    assert [g["id"] for g in got] == ["1"] * 4
-    updates = [g["payload"]["data"]["telemetry"] for g in got]
-    assert updates[0] == {
-        "twinId": pump,
-        "values": {"flowRate": 1.5},
-        "time": "2001-09-09T01:46:40+00:00",
-        "missed": 0,
-    }
-    assert updates[1] == updates[2] == updates[0]
-    assert updates[3]["values"] == {"pressure": 3.0}
-    # One run per distinct query on the event; the other two subscribers reuse it.
-    assert (SHARED_EVENTS.executed - executed, SHARED_EVENTS.reused - reused) == (2, 2)
+        assert [g["id"] for g in got] == [f"op-{n}" for n in range(5)]
+        updates = [g["payload"]["data"]["telemetry"] for g in got]
+        assert updates[0] == {
+            "twinId": pump,
+            "values": {"flowRate": 1.5},
+            "time": "2001-09-09T01:46:40+00:00",
+            "missed": 0,
+        }
+        assert updates[1] == updates[2] == updates[4] == updates[0]
+        assert updates[3]["values"] == {"pressure": 3.0}
+
+        # Members that leave take nothing from the others, not even the first one, whose
+        # connection the group's subscription started on ...
+        sockets[0].close()
+        sockets[1].send_json({"id": "op-1", "type": "complete"})
+        time.sleep(0.3)
+        assert (len(groups), groups.members()) == (3, 3)
+        api.live.publish(
+            EventKind.TELEMETRY,
+            pump,
+            {"values": {"flowRate": 2.5, "pressure": 3.0}, "sourceTime": 1e9, "kind": "telemetry"},
+        )
+        later = [socket.receive_json()["payload"]["data"]["telemetry"] for socket in sockets[2:]]
+        expected = [{"flowRate": 2.5}, {"pressure": 3.0}, {"flowRate": 2.5}]
+        assert [u["values"] for u in later] == expected
+    # ... and the last to leave ends the group and its bus subscription.
+    deadline = time.monotonic() + 5
+    while (len(groups) or api.live.subscriber_count != bus_before) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    assert (len(groups), groups.members(), api.live.subscriber_count) == (0, 0, bus_before)
+
+
+def test_a_shared_subscription_that_does_not_validate_errs_for_every_subscriber(
+    api: Api,
+) -> None:
+    groups = api.app.state.subscription_groups
+    with TestClient(api.app) as client, contextlib.ExitStack() as stack:
+        sockets = [
+            stack.enter_context(
+                client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"])
+            )
+            for _ in range(2)
+        ]
+        for socket in sockets:
+            _subscribe(
+                socket,
+                api.secrets["viewer"],
+                'subscription { telemetry(twinId: "x") { values nope } }',
+                {},
+            )
+        errors = [socket.receive_json() for socket in sockets]
+    for error in errors:
+        assert (error["id"], error["type"]) == ("1", "error")
+        assert (
+            "Cannot query field 'nope' on type 'TelemetryUpdate'." in error["payload"][0]["message"]
+        )
+    assert len(groups) == 0
 
 
 def test_twin_changes_of_a_model_include_only_its_twins_relationships(api: Api) -> None:

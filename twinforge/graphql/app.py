@@ -9,19 +9,21 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocketDisconnect
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
+    Operation,
 )
 
 from .context import ApiContext, ApiServices
 from .errors import ApiError
-from .fanout import SHARED_EVENTS
 from .limits import MAX_BODY_BYTES, BodySizeLimit
 from .schema import BuiltSchema, SchemaHolder
+from .subscription_groups import Member, SubscriptionGroups, shared_root
 
 #: The schema a request started on, so that its execution and its context agree even if
 #: an upload rebuilds the schema meanwhile.
@@ -29,10 +31,53 @@ _REQUEST_SCHEMA: contextvars.ContextVar[BuiltSchema] = contextvars.ContextVar("s
 
 
 class _TransportWS(BaseGraphQLTransportWSHandler[ApiContext, None]):
+    view: _Router
+
     async def handle_task_exception(self, error: Exception) -> None:
         if isinstance(error, WebSocketDisconnected):
             return  # the client went away mid-send: normal, not worth a traceback
         await super().handle_task_exception(error)
+
+    async def run_operation(self, operation: Operation[ApiContext, None]) -> None:
+        root = shared_root(operation.query, operation.operation_name)
+        if root is None:
+            await super().run_operation(operation)
+            return
+        # Everyone with the same query, variables and roles on this schema gets the
+        # same answers: one group runs it for all of them.
+        variables = json.dumps(operation.variables, sort_keys=True, default=str)
+        key = (
+            self.schema,
+            operation.query,
+            variables,
+            operation.operation_name,
+            self.context.principal.roles,
+        )
+        member = Member(operation.id, root)
+        group = self.view.groups.join(
+            key,
+            member,
+            lambda group: group.run(
+                self.schema,
+                operation.query,
+                operation.variables,
+                operation.operation_name,
+                self.context,
+                self.root_value,
+            ),
+        )
+        try:
+            end = await member.deliver(self.websocket.ws.send_text)  # type: ignore[attr-defined]
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            return  # the socket closed; the handler cleans up when it notices
+        finally:
+            self.view.groups.leave(group, member)
+        if end.kind == "pre_execution_error" and end.result is not None:
+            await self._handle_pre_execution_error(operation, end.result)
+        elif end.kind == "incremental":
+            await self._reject_incremental_delivery(operation)
+        else:
+            await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
 
 class _Router(GraphQLRouter[ApiContext, None]):
@@ -41,6 +86,7 @@ class _Router(GraphQLRouter[ApiContext, None]):
     def __init__(self, holder: SchemaHolder, services: ApiServices) -> None:
         self._holder = holder
         self._services = services
+        self.groups = SubscriptionGroups()
         super().__init__(
             holder.current().schema,
             path="/graphql",
@@ -69,17 +115,6 @@ class _Router(GraphQLRouter[ApiContext, None]):
             await context.authenticate()
         return context
 
-    def encode_json(self, data: object) -> str | bytes:
-        if isinstance(data, dict) and data.get("type") == "next":
-            payload = data["payload"]
-            shared = SHARED_EVENTS.encoded(payload["data"]) if len(payload) == 1 else None
-            if shared is not None:
-                # Subscribers of one event share its answer: its JSON is made once.
-                return (
-                    f'{{"id":{json.dumps(data["id"])},"type":"next","payload":{{"data":{shared}}}}}'
-                )
-        return super().encode_json(data)
-
     async def on_ws_connect(self, context: ApiContext) -> dict[str, object] | None:
         # Authenticate once per connection: a subscription socket without valid
         # credentials is closed (4403) before any operation runs.
@@ -92,12 +127,15 @@ class _Router(GraphQLRouter[ApiContext, None]):
 
 
 def create_app(services: ApiServices) -> FastAPI:
-    """The API of a running server; ``app.state.schema_holder`` rebuilds its schema."""
+    """The API of a running server; ``app.state.schema_holder`` rebuilds its schema,
+    ``app.state.subscription_groups`` are the subscriptions running for many clients."""
     holder = SchemaHolder(services.twins)
     app = FastAPI(title="twinforge", docs_url=None, redoc_url=None)
-    app.include_router(_Router(holder, services))
+    router = _Router(holder, services)
+    app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.state.schema_holder = holder
+    app.state.subscription_groups = router.groups
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

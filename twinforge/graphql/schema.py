@@ -3,9 +3,7 @@ when models are uploaded or deleted, without a restart."""
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +17,6 @@ from twinforge.runtime.twin_service import TwinService
 from twinforge.twin_models import elements as el
 
 from .dtdl_types import SCALARS, SchemaTypes, generate
-from .fanout import SHARED_EVENTS
 from .limits import security_extensions
 from .mutation import Mutation
 from .query import Query
@@ -33,28 +30,13 @@ _MODEL_EVENTS = frozenset({EventKind.MODEL_CREATED, EventKind.MODEL_DELETED})
 
 
 class _Executor(StrawberryGraphQLCoreExecutionContext):
-    _query: tuple[object, ...] | None = None
-
     def build_per_event_executor(self, payload: Any) -> _Executor:
-        if self._query is None:
-            # What makes two subscribers' queries the same, as objects compared by
-            # identity: the parser cache hands out one document per query text.
-            variables = json.dumps(self.variable_values, sort_keys=True, default=str)
-            self._query = (self.schema, self.operation, sys.intern(variables))
         executor = super().build_per_event_executor(payload)
         # graphql-core 3.3.2 shares the subfield memo with the subscription's executor,
         # keyed on lists each event makes anew: it grows for as long as the
         # subscription lives. Each event gets its own.
         executor._relevant_sub_fields = {}
         return executor
-
-    def execute_operation(self, serially: bool | None = None) -> Any:
-        payload = self.root_value
-        if self._query is None or not SHARED_EVENTS.is_shared(payload):
-            return super().execute_operation(serially)
-        return SHARED_EVENTS.result(
-            payload, self._query, lambda: super(_Executor, self).execute_operation(serially)
-        )
 
 
 class _Schema(strawberry.Schema):

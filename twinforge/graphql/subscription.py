@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime
-from functools import partial
 
 import strawberry
 from strawberry.scalars import JSON
@@ -20,7 +19,6 @@ from twinforge.runtime.events import EventKind, Gap, TwinEvent
 from twinforge.runtime.twin_service import TwinService
 
 from .errors import NotFoundError
-from .fanout import SHARED_EVENTS
 from .permissions import Viewer
 from .types import Alert, Command, TwinChangeKind
 
@@ -82,15 +80,8 @@ class Subscription:
                     continue
                 if wanted is not None and wanted.isdisjoint(event.data["values"]):
                     continue
-                if missed:
-                    yield _telemetry_update(event, wanted, missed)
-                    missed = 0
-                else:
-                    # The same object for every subscriber of this event and fields,
-                    # so that they share one execution of the same query.
-                    yield SHARED_EVENTS.payload(
-                        event, wanted, partial(_telemetry_update, event, wanted)
-                    )
+                yield _telemetry_update(event, wanted, missed)
+                missed = 0
 
     @strawberry.subscription(
         permission_classes=[Viewer],
