@@ -285,6 +285,19 @@ def test_without_valid_credentials_nothing_is_served(api: Api) -> None:
     assert error_codes(forged) == ["UNAUTHENTICATED"]
 
 
+def test_graphiql_and_queries_by_get_are_served(api: Api) -> None:
+    with TestClient(api.app) as client:
+        page = client.get("/graphql", headers={"Accept": "text/html"})
+        assert page.status_code == 200 and "graphiql" in page.text.lower()
+        answer = client.get(
+            "/graphql",
+            params={"query": "{ me { name } }"},
+            headers={"Authorization": f"Bearer {api.secrets['viewer']}"},
+        )
+        assert answer.status_code == 200 and answer.json()["data"]["me"]["name"]
+        assert client.put("/graphql", json={"query": "{ __typename }"}).status_code == 405
+
+
 def test_api_keys_and_tokens(api: Api) -> None:
     issued = data(
         api.post(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 from strawberry.fastapi import BaseContext
 
@@ -51,10 +52,15 @@ class ApiContext(BaseContext):
         self.services = services
         #: The generated types of the schema this request runs on.
         self.schema_types = schema_types
-        self.loaders = Loaders(services.twins, services.assets)
         self._refresh = refresh
         self._principal: Principal | None = None
         self._refused: ApiError | None = None
+
+    @cached_property
+    def loaders(self) -> Loaders:
+        """Made on first use: most requests over a WebSocket and many small queries need
+        none, and making six DataLoaders for each request showed in the profile."""
+        return Loaders(self.services.twins, self.services.assets)
 
     def refreshed_types(self) -> SchemaTypes:
         """Rebuild the schema now (this request changed the models) and return its types."""
