@@ -213,8 +213,6 @@ class Group:
         self.key = key
         self.members: set[Member] = set()
         self.task: asyncio.Task[None] | None = None
-        self.updates = 0
-        """Answers made (each one executed and encoded once, for every member)."""
 
     async def run(
         self,
@@ -244,13 +242,10 @@ class Group:
                         end = End("incremental")
                         break
                     first = False
-                    self.updates += 1
                     update = Update(result)
                     for member in self.members:
                         member.offer(update)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
+        except Exception:  # not a cancellation: the last member left, or shutdown
             log.exception("shared subscription %r failed", query[:200])
             end = End("failed")
         finally:
@@ -282,10 +277,8 @@ class SubscriptionGroups:
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = Group(self, key)
-            group.members.add(member)
             group.task = asyncio.get_running_loop().create_task(start(group))
-        else:
-            group.members.add(member)
+        group.members.add(member)
         return group
 
     def leave(self, group: Group, member: Member) -> None:
