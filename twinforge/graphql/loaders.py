@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from functools import cached_property, partial
 from typing import Any, Protocol
 
 from strawberry.dataloader import DataLoader
@@ -29,48 +30,77 @@ class LiveAssets(Protocol):
 
 
 class Loaders:
-    """One set per request, so cached values never outlive the request that read them."""
+    """One set per request, so cached values never outlive the request that read them.
+    Each loader is made on first use, and its batch function holds the services, not
+    this object: no reference cycle, so a finished request is freed at once instead of
+    waiting for (and lengthening) the garbage collector's full passes."""
 
     def __init__(self, twins: TwinService, assets: LiveAssets | None) -> None:
         self._twins = twins
         self._assets = assets
-        self.twin = DataLoader[str, dict[str, Any] | None](load_fn=self._load_twins)
-        self.outgoing = DataLoader[str, list[dict[str, Any]]](load_fn=self._load_outgoing)
-        self.incoming = DataLoader[str, list[dict[str, Any]]](load_fn=self._load_incoming)
-        self.snapshot = DataLoader[str, dict[str, Any] | None](load_fn=self._load_snapshots)
-        self.alarms = DataLoader[str, list[Alarm]](load_fn=self._load_alarms)
-        self.series = DataLoader[SeriesKey, dict[str, list[Any]]](load_fn=self._load_series)
+
+    @cached_property
+    def twin(self) -> DataLoader[str, dict[str, Any] | None]:
+        return DataLoader(load_fn=partial(_load_twins, self._twins))
+
+    @cached_property
+    def outgoing(self) -> DataLoader[str, list[dict[str, Any]]]:
+        return DataLoader(load_fn=partial(_load_outgoing, self._twins))
+
+    @cached_property
+    def incoming(self) -> DataLoader[str, list[dict[str, Any]]]:
+        return DataLoader(load_fn=partial(_load_incoming, self._twins))
+
+    @cached_property
+    def snapshot(self) -> DataLoader[str, dict[str, Any] | None]:
+        return DataLoader(load_fn=partial(_load_snapshots, self._assets))
+
+    @cached_property
+    def alarms(self) -> DataLoader[str, list[Alarm]]:
+        return DataLoader(load_fn=partial(_load_alarms, self._assets))
+
+    @cached_property
+    def series(self) -> DataLoader[SeriesKey, dict[str, list[Any]]]:
+        return DataLoader(load_fn=partial(_load_series, self._assets))
 
     def remember(self, documents: Sequence[dict[str, Any]]) -> None:
         """Prime the twin loader with documents a list query already returned."""
         for document in documents:
             self.twin.prime(document["$dtId"], document)
 
-    async def _load_twins(self, ids: list[str]) -> list[dict[str, Any] | None]:
-        found = await asyncio.to_thread(self._twins.get_twins, ids)
-        return [found.get(twin_id) for twin_id in ids]
 
-    async def _load_outgoing(self, ids: list[str]) -> list[list[dict[str, Any]]]:
-        found = await asyncio.to_thread(self._twins.relationships_of, ids)
-        return [found.get(twin_id, []) for twin_id in ids]
+async def _load_twins(twins: TwinService, ids: list[str]) -> list[dict[str, Any] | None]:
+    found = await asyncio.to_thread(twins.get_twins, ids)
+    return [found.get(twin_id) for twin_id in ids]
 
-    async def _load_incoming(self, ids: list[str]) -> list[list[dict[str, Any]]]:
-        found = await asyncio.to_thread(self._twins.incoming_relationships_of, ids)
-        return [found.get(twin_id, []) for twin_id in ids]
 
-    async def _load_snapshots(self, ids: list[str]) -> list[dict[str, Any] | None]:
-        if self._assets is None:
-            return [None] * len(ids)
-        found = await asyncio.to_thread(self._assets.snapshots, ids)
-        return [found.get(twin_id) for twin_id in ids]
+async def _load_outgoing(twins: TwinService, ids: list[str]) -> list[list[dict[str, Any]]]:
+    found = await asyncio.to_thread(twins.relationships_of, ids)
+    return [found.get(twin_id, []) for twin_id in ids]
 
-    async def _load_alarms(self, ids: list[str]) -> list[list[Alarm]]:
-        if self._assets is None:
-            return [[] for _ in ids]
-        found = await asyncio.to_thread(self._assets.alarms_of, ids)
-        return [found.get(twin_id, []) for twin_id in ids]
 
-    async def _load_series(self, keys: list[SeriesKey]) -> list[dict[str, list[Any]]]:
-        if self._assets is None:
-            return [{"times": [], "values": []} for _ in keys]
-        return await asyncio.to_thread(self._assets.series_many, keys)
+async def _load_incoming(twins: TwinService, ids: list[str]) -> list[list[dict[str, Any]]]:
+    found = await asyncio.to_thread(twins.incoming_relationships_of, ids)
+    return [found.get(twin_id, []) for twin_id in ids]
+
+
+async def _load_snapshots(assets: LiveAssets | None, ids: list[str]) -> list[dict[str, Any] | None]:
+    if assets is None:
+        return [None] * len(ids)
+    found = await asyncio.to_thread(assets.snapshots, ids)
+    return [found.get(twin_id) for twin_id in ids]
+
+
+async def _load_alarms(assets: LiveAssets | None, ids: list[str]) -> list[list[Alarm]]:
+    if assets is None:
+        return [[] for _ in ids]
+    found = await asyncio.to_thread(assets.alarms_of, ids)
+    return [found.get(twin_id, []) for twin_id in ids]
+
+
+async def _load_series(
+    assets: LiveAssets | None, keys: list[SeriesKey]
+) -> list[dict[str, list[Any]]]:
+    if assets is None:
+        return [{"times": [], "values": []} for _ in keys]
+    return await asyncio.to_thread(assets.series_many, keys)
