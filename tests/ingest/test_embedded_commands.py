@@ -105,6 +105,10 @@ def test_telemetry_reaches_a_311_subscriber(
     assert set(body) == set(simulator.physics.telemetry_fields(conveyor.id))
     interface = parse_models(layout.models).interface(conveyor.model)
     assert all(validate_telemetry(k, v, interface) == [] for k, v in body.items())
+    # The broker may forward a message before the simulator has read its PUBACK.
+    deadline = time.monotonic() + 5
+    while simulator.published == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert simulator.published > 0
 
 
