@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -14,6 +16,14 @@ from twinforge.twin_models import ModelSet, parse_models
 REPO = Path(__file__).resolve().parents[2]
 PUMP = "dtmi:com:twinforge:factory:Pump;1"
 CNC = "dtmi:com:twinforge:factory:CncMachine;1"
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
 
 
 def example_models() -> ModelSet:

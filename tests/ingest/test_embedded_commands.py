@@ -17,6 +17,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from ingest_parts import wait_for
 
 from twinforge.ingest.command_reply import CommandReply
 from twinforge.ingest.embedded_broker import EmbeddedBroker
@@ -106,10 +107,7 @@ def test_telemetry_reaches_a_311_subscriber(
     interface = parse_models(layout.models).interface(conveyor.model)
     assert all(validate_telemetry(k, v, interface) == [] for k, v in body.items())
     # The broker may forward a message before the simulator has read its PUBACK.
-    deadline = time.monotonic() + 5
-    while simulator.published == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert simulator.published > 0
+    wait_for(lambda: simulator.published > 0, timeout=5)
 
 
 def test_commands_round_trip_in_the_payload_form(

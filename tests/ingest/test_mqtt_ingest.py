@@ -12,7 +12,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from ingest_parts import CNC, PUMP, LocalHosts, example_models
+from ingest_parts import CNC, PUMP, LocalHosts, example_models, wait_for
 
 from twinforge.ingest.dead_letters import DeadLetterStore
 from twinforge.ingest.mqtt import MqttIngest, TopicMapping, load_topic_mappings, parse_source_time
@@ -73,14 +73,6 @@ def publisher() -> Iterator[mqtt.Client]:
 def publish(client: mqtt.Client, topic: str, payload: object) -> None:
     data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     client.publish(topic, data, qos=1).wait_for_publish(10)
-
-
-def wait_for(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def test_convention_topics_reach_the_asset(parts, publisher: mqtt.Client) -> None:
