@@ -9,9 +9,9 @@ its MQTT broker, and no per-key rate limit: ``TWINFORGE_API_RATE_LIMIT=0``), the
    for ``--duration`` seconds; latency counts from when a request was due, so a request
    queued behind a slow one shows in the figures. These are the headline figures. Then
    the same clients back to back: the server's capacity. Back to back, latency is only
-   clients / throughput (Little's law: e.g. 50 / 1,500 per s = 33 ms), not a property of one
-   request. Baseline in the same run: the same clients back to back on ``{ __typename
-   }``, i.e. this server's HTTP + GraphQL floor.
+   clients / throughput (Little's law: e.g. 50 / 1,500 per s = 33 ms), not a property
+   of one request. Baseline in the same run: the same clients back to back on
+   ``{ __typename }``, i.e. this server's HTTP + GraphQL floor.
 2. 2-hop: the same clients on ``twin(id: <line>) { relationships { nodes { target {
    relationships { nodes { target { dtId modelId } } } } } } }`` (line, cells, equipment),
    each ``--two-hop-per-client-rps`` times a second (2: 100/s in all), then back to back.

@@ -127,10 +127,14 @@ class _GraphQL(GraphQL[ApiContext, None]):
         return None
 
 
+_GRAPHQL_SCOPES = frozenset({"http", "websocket"})
+
+
 class _App(FastAPI):
     """Hands ``/graphql`` straight to strawberry's app, behind the body size limit:
     FastAPI's router, dependency solving and middleware around it cost a quarter of a
-    small query's CPU (measured). The rest (``/healthz``) goes through FastAPI and takes no body."""
+    small query's CPU (measured). The rest (``/healthz``) goes through FastAPI and
+    takes no body."""
 
     def __init__(self, graphql: _GraphQL) -> None:
         super().__init__(title="twinforge", docs_url=None, redoc_url=None)
@@ -141,9 +145,6 @@ class _App(FastAPI):
             await self.graphql(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
-
-
-_GRAPHQL_SCOPES = frozenset({"http", "websocket"})
 
 
 def create_app(services: ApiServices) -> FastAPI:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
 
 from strawberry.fastapi import BaseContext
 
@@ -55,12 +54,7 @@ class ApiContext(BaseContext):
         self._refresh = refresh
         self._principal: Principal | None = None
         self._refused: ApiError | None = None
-
-    @cached_property
-    def loaders(self) -> Loaders:
-        """Made on first use: most requests over a WebSocket and many small queries need
-        none, and making six DataLoaders for each request showed in the profile."""
-        return Loaders(self.services.twins, self.services.assets)
+        self.loaders = Loaders(services.twins, services.assets)
 
     def refreshed_types(self) -> SchemaTypes:
         """Rebuild the schema now (this request changed the models) and return its types."""
