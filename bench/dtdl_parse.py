@@ -1,6 +1,7 @@
 """Benchmark: DTDL parsing speed, warm, on a real ontology and a generated one.
 
-Workloads: the ISA-95 ontology (shared/models/isa95) and 2,000 generated interfaces shaped
+Workloads: the ISA-95 ontology (vendored in tests/data/isa95; $TWINFORGE_SHARED, if set,
+points at a shared/ folder to read instead) and 2,000 generated interfaces shaped
 like it (an extends chain, localized names, properties, relationships, components, enums).
 The baseline, measured in the same run, is ``json.loads`` of the same documents: the work
 any parser must do before it validates anything. Goal: 6,000 interfaces/s.
@@ -26,11 +27,19 @@ REPO = Path(__file__).resolve().parents[1]
 GOAL_INTERFACES_PER_S = 6000
 
 
+def isa95_ontology_dir() -> Path:
+    """The vendored copy in tests/data, or ``$TWINFORGE_SHARED/models/isa95/Ontology``."""
+    shared = os.environ.get("TWINFORGE_SHARED")
+    if shared:
+        return Path(shared) / "models" / "isa95" / "Ontology"
+    return REPO / "tests" / "data" / "isa95" / "Ontology"
+
+
 def isa95_documents() -> list[str]:
-    shared = Path(os.environ.get("TWINFORGE_SHARED", REPO.parent / "shared"))
-    files = sorted((shared / "models" / "isa95" / "Ontology").rglob("*.json"))
+    ontology = isa95_ontology_dir()
+    files = sorted(ontology.rglob("*.json"))
     if not files:
-        raise SystemExit(f"ISA-95 ontology not found under {shared}; set TWINFORGE_SHARED")
+        raise SystemExit(f"ISA-95 ontology not found under {ontology}")
     return [f.read_text(encoding="utf-8") for f in files]
 
 

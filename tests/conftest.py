@@ -1,21 +1,46 @@
-"""Shared fixtures: where the project's shared inputs (DTDL specs, ISA-95 models) live."""
+"""Shared fixtures: the embedded FalkorDB, and the vendored third-party inputs under
+``tests/data`` (see its README).
+
+The DTDL conformance cases and the ISA-95 ontology are checked into the repository, so the
+tests need nothing beside the checkout.
+"""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from twinforge.runtime.stores import FalkorDBStore, open_graph_store
+
 REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"vendored test data missing at {path}; see tests/data/README.md")
+    return path
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """``../shared`` beside the checkout (CI clones with it there), or $TWINFORGE_SHARED."""
-    path = Path(os.environ.get("TWINFORGE_SHARED", REPO.parent / "shared"))
-    if not (path / "dtdl" / "DTDL").is_dir():
-        pytest.fail(
-            f"shared inputs not found at {path}; set TWINFORGE_SHARED to the shared/ folder"
-        )
-    return path
+def dtdl_conformance_dir() -> Path:
+    """``<version>-spec.tar.xz`` per DTDL version: the official conformance cases."""
+    return _require(DATA / "dtdl-conformance")
+
+
+@pytest.fixture(scope="session")
+def isa95_ontology_dir() -> Path:
+    """The ISA-95 DTDL ontology, one model per ``.json`` file, as upstream lays it out."""
+    return _require(DATA / "isa95" / "Ontology")
+
+
+@pytest.fixture(scope="session")
+def embedded_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FalkorDBStore]:
+    """The embedded FalkorDB, as ``open_graph_store(None, ...)`` gives it: one for the
+    whole session (it takes a second to start); each test empties it first."""
+    store = open_graph_store(None, tmp_path_factory.mktemp("graph"))
+    assert isinstance(store, FalkorDBStore)
+    yield store
+    store.close()

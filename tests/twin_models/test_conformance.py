@@ -1,10 +1,12 @@
-"""The official DTDL conformance cases (shared/dtdl/DTDL/v*/spec): 20,000+ documents whose
+"""The official DTDL conformance cases (DTDL/v*/spec upstream, vendored compressed as
+tests/data/dtdl-conformance/v*-spec.tar.xz): 20,000+ documents whose
 validity the DTDL parser team decided. We require 99.5% verdict agreement per version, and
 the exact undefined identifiers where a case names them."""
 
 from __future__ import annotations
 
 import json
+import tarfile
 from collections import Counter
 from pathlib import Path
 
@@ -15,10 +17,14 @@ from twinforge.twin_models import ModelParsingError, ResolutionError, parse_mode
 REQUIRED_AGREEMENT = 0.995
 
 
-def _cases(spec_dir: Path):
-    for path in sorted(spec_dir.glob("*.json")):
-        for index, case in enumerate(json.loads(path.read_text(encoding="utf-8-sig"))):
-            yield f"{path.name}#{index}", case
+def _cases(archive: Path):
+    """Each case of each ``*.json`` spec file in ``archive``, in file-name order."""
+    with tarfile.open(archive, "r:xz") as tar:
+        members = {Path(m.name).name: m for m in tar if m.isfile() and m.name.endswith(".json")}
+        for name in sorted(members):
+            data = tar.extractfile(members[name]).read().decode("utf-8-sig")
+            for index, case in enumerate(json.loads(data)):
+                yield f"{name}#{index}", case
 
 
 def _verdict(case: dict) -> tuple[bool, list[str] | None]:
@@ -40,12 +46,12 @@ def _verdict(case: dict) -> tuple[bool, list[str] | None]:
 
 
 @pytest.mark.parametrize("version", ["v2", "v3", "v4"])
-def test_conformance_cases_agree(shared_dir: Path, version: str) -> None:
-    spec_dir = shared_dir / "dtdl" / "DTDL" / version / "spec"
+def test_conformance_cases_agree(dtdl_conformance_dir: Path, version: str) -> None:
+    archive = dtdl_conformance_dir / f"{version}-spec.tar.xz"
     total = agreed = 0
     disagreements: Counter[str] = Counter()
     unresolved_mismatch: list[str] = []
-    for name, case in _cases(spec_dir):
+    for name, case in _cases(archive):
         total += 1
         valid, undefined = _verdict(case)
         if valid == case["valid"]:
@@ -55,7 +61,7 @@ def test_conformance_cases_agree(shared_dir: Path, version: str) -> None:
         expected = (case.get("expect") or {}).get("unresolvedIdentifiers")
         if expected is not None and undefined != sorted(expected):
             unresolved_mismatch.append(f"{name}: expected {expected}, got {undefined}")
-    assert total > 6000, f"only {total} cases found in {spec_dir}"
+    assert total > 6000, f"only {total} cases found in {archive}"
     rate = agreed / total
     print(f"DTDL {version}: {agreed}/{total} = {rate:.4%} agreement")
     assert rate >= REQUIRED_AGREEMENT, (
@@ -64,8 +70,8 @@ def test_conformance_cases_agree(shared_dir: Path, version: str) -> None:
     assert not unresolved_mismatch, unresolved_mismatch[:10]
 
 
-def test_isa95_ontology_is_valid(shared_dir: Path) -> None:
-    files = sorted((shared_dir / "models" / "isa95" / "Ontology").rglob("*.json"))
+def test_isa95_ontology_is_valid(isa95_ontology_dir: Path) -> None:
+    files = sorted(isa95_ontology_dir.rglob("*.json"))
     model_set = parse_models([f.read_text(encoding="utf-8") for f in files])
     assert len(model_set.interfaces) >= 70
     area = model_set.interface("dtmi:digitaltwins:isa95:Area;1")

@@ -245,12 +245,9 @@ def test_resolver_skips_a_file_that_is_not_json(
 
 
 @pytest.fixture
-def isa95(shared_dir: Path, tmp_path: Path) -> Path:
-    source = shared_dir / "models" / "isa95" / "Ontology"
-    if not source.is_dir():
-        pytest.fail(f"the ISA-95 ontology is missing at {source}")
+def isa95(isa95_ontology_dir: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "isa95"
-    shutil.copytree(source, copy)
+    shutil.copytree(isa95_ontology_dir, copy)
     return copy
 
 
