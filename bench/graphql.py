@@ -915,7 +915,7 @@ def main() -> None:
 
     from ingest import free_port, start_mosquitto  # bench/ingest.py
 
-    from twinforge.ingest.plant import LINE, sample_plant
+    from twinforge.sim.layout import LINE, sample_plant
 
     # SIGTERM stops the bench like Ctrl-C: the finally below stops what it started.
     signal.signal(signal.SIGTERM, _interrupt)

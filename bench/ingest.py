@@ -43,19 +43,19 @@ from paho.mqtt.properties import Properties
 
 from twinforge.actors.asset_host import HostConfig
 from twinforge.actors.fleet import DEFAULT_ASSETS_PER_HOST, AssetFleet
+from twinforge.connectivity.mqtt.telemetry import MqttIngest
 from twinforge.ingest.dead_letters import DeadLetterStore
-from twinforge.ingest.metrics import IngestMetrics
-from twinforge.ingest.mqtt import MqttIngest
 from twinforge.ingest.pipeline import IngestPipeline
-from twinforge.ingest.plant import load_factory_models, sample_plant
 from twinforge.ingest.validation import TelemetryValidator
+from twinforge.metrics import ServerMetrics
+from twinforge.sim.layout import load_factory_models, sample_plant
 from twinforge.twin_models import parse_models
 from twinforge.twin_models.elements import PrimitiveSchema
 
 GOALS = {"msgs_per_s": 20_000, "lost": 0, "p99_ms": 100.0}
 
 
-class RecordingMetrics(IngestMetrics):
+class RecordingMetrics(ServerMetrics):
     """Keeps every latency too, for exact percentiles, and when each batch was durable."""
 
     def __init__(self) -> None:

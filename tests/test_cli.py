@@ -1,7 +1,9 @@
-"""`twinforge models validate`, run in-process (typer's CliRunner) and as `python -m twinforge`."""
+"""`twinforge models validate`, run in-process (typer's CliRunner) and as `python -m twinforge`,
+and the help every command and option gives."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -9,13 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from twinforge.cli import app
+from twinforge.sim.factory import MODELS_DIR
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples" / "models"
 
 
 @dataclass
@@ -79,17 +83,17 @@ def test_help_explains_commands(run: Run) -> None:
 
 
 def test_examples_are_valid(run: Run) -> None:
-    out = run("models", "validate", str(EXAMPLES))
+    out = run("models", "validate", str(MODELS_DIR))
     assert out.code == 0, out.output
-    n_files = len(list(EXAMPLES.glob("*.json")))
+    n_files = len(list(MODELS_DIR.glob("*.json")))
     assert f"{n_files} files, {n_files} interfaces: valid" in out.stdout
 
 
 def test_examples_json(run: Run) -> None:
-    out = run("models", "validate", "--json", str(EXAMPLES))
+    out = run("models", "validate", "--json", str(MODELS_DIR))
     assert out.code == 0, out.output
     report = json.loads(out.stdout)
-    n_files = len(list(EXAMPLES.glob("*.json")))
+    n_files = len(list(MODELS_DIR.glob("*.json")))
     assert report == {
         "valid": True,
         "files": n_files,
@@ -134,10 +138,10 @@ def test_duplicate_content_names_json(run: Run, tmp_path: Path) -> None:
 
 def test_error_names_the_right_file_among_many(run: Run, tmp_path: Path) -> None:
     bad = _write(tmp_path / "bad.json", DUPLICATE_NAMES)
-    out = run("models", "validate", "--json", str(EXAMPLES), str(bad))
+    out = run("models", "validate", "--json", str(MODELS_DIR), str(bad))
     assert out.code == 1, out.output
     report = json.loads(out.stdout)
-    assert report["files"] == len(list(EXAMPLES.glob("*.json"))) + 1
+    assert report["files"] == len(list(MODELS_DIR.glob("*.json"))) + 1
     assert {error["file"] for error in report["errors"]} == {str(bad)}
 
 
@@ -192,17 +196,17 @@ def test_cross_file_references_resolve(run: Run, tmp_path: Path) -> None:
     out = run(
         "models",
         "validate",
-        str(EXAMPLES / "Pump.json"),
-        str(EXAMPLES / "Equipment.json"),
+        str(MODELS_DIR / "Pump.json"),
+        str(MODELS_DIR / "Equipment.json"),
     )
     assert out.code == 0, out.output
-    out = run("models", "validate", str(EXAMPLES / "Pump.json"))
+    out = run("models", "validate", str(MODELS_DIR / "Pump.json"))
     assert out.code == 1, out.output
     assert "dtmi:com:twinforge:factory:Equipment;1" in out.stdout
 
 
 def test_max_dtdl_version_rejects_newer_models(run: Run) -> None:
-    out = run("models", "validate", "--max-dtdl-version", "2", str(EXAMPLES / "Site.json"))
+    out = run("models", "validate", "--max-dtdl-version", "2", str(MODELS_DIR / "Site.json"))
     assert out.code == 1, out.output
 
 
@@ -222,3 +226,52 @@ def test_directory_without_models_is_a_usage_error(run: Run, tmp_path: Path) -> 
     out = run("models", "validate", str(tmp_path))
     assert out.code == 2
     assert "no *.json model files" in out.output
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found: list[tuple[str, click.Command]] = []
+    for name, command in sorted(group.commands.items()):
+        found.append((f"{prefix}{name}", command))
+        if isinstance(command, click.Group):
+            found += _commands(command, f"{prefix}{name} ")
+    return found
+
+
+COMMANDS = _commands(typer.main.get_command(app))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("name", "command"), COMMANDS, ids=[name for name, _ in COMMANDS])
+def test_every_help_summary_is_one_whole_sentence(name: str, command: click.Command) -> None:
+    # typer shows a command's first paragraph as its summary, keeping its line breaks.
+    summary = inspect.cleandoc(command.help or "").split("\n\n")[0]
+    assert summary, f"{name} has no help"
+    assert "\n" not in summary, f"{name}: the summary breaks mid-sentence: {summary!r}"
+    assert summary.endswith("."), f"{name}: {summary!r}"
+    assert len(summary) <= 90, f"{name}: {summary!r} does not fit a terminal line"
+
+
+@pytest.mark.parametrize(("name", "command"), COMMANDS, ids=[name for name, _ in COMMANDS])
+def test_every_option_and_argument_says_what_it_is(name: str, command: click.Command) -> None:
+    for param in command.params:
+        if param.name != "help":
+            assert getattr(param, "help", None), f"{name} {param.opts[0]}: no help"
+
+
+def test_help_lists_each_command_with_its_whole_summary() -> None:
+    wide = {"COLUMNS": "160", "TERMINAL_WIDTH": "160"}
+    runner = CliRunner()
+    top = runner.invoke(app, ["--help"], prog_name="twinforge", env=wide).stdout
+    rows = {line.strip("│ ").split(" ", 1)[0]: line for line in top.splitlines() if "│" in line}
+    assert (
+        "Run the server: the twin graph, live assets on Ray, ingest, commands and GraphQL."
+        in (rows["serve"])
+    )
+    assert (
+        "Run the sample factory with everything embedded; prints the URLs and an admin key."
+        in (rows["demo"])
+    )
+    graph = runner.invoke(app, ["graph", "--help"], prog_name="twinforge", env=wide).stdout
+    assert "Import an import-job file: its models, twins and relationships." in graph
+    assert "Write the sample factory (the one twinforge demo runs) as an import-job file." in graph
+    query = runner.invoke(app, ["graph", "query", "--help"], prog_name="twinforge", env=wide)
+    assert "Most twins to print, in twin id order." in query.stdout

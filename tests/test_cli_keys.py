@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from twinforge.graphql.api_keys import ApiKeyStore
+from twinforge.auth.api_keys import ApiKeyStore
 
 
 def _keys(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

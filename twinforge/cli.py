@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from twinforge import __version__
 
 if TYPE_CHECKING:
-    from twinforge.graphql.api_keys import ApiKeyStore
+    from twinforge.auth.api_keys import ApiKeyStore
     from twinforge.runtime.twin_service import TwinService
     from twinforge.server import TwinServer
 
@@ -40,8 +40,10 @@ models_app = typer.Typer(
 app.add_typer(models_app, name="models")
 
 graph_app = typer.Typer(
-    help="The twin graph: bulk import and queries. Uses TWINFORGE_GRAPH_URL "
-    "(falkordb://, bolt://, neo4j://) or the embedded FalkorDB under TWINFORGE_DATA_DIR.",
+    help="The twin graph: bulk import and queries.\n\n"
+    "Uses TWINFORGE_GRAPH_URL (falkordb://, bolt://, neo4j://) or the embedded FalkorDB "
+    "under TWINFORGE_DATA_DIR: the one a running twinforge serve or demo holds, else one "
+    "started for the command.",
     no_args_is_help=True,
 )
 app.add_typer(graph_app, name="graph")
@@ -96,7 +98,7 @@ def validate(
     ] = None,
 ) -> None:
     """Validate DTDL models. Exit 0 when valid, 1 when invalid, 2 on a usage error."""
-    from twinforge.model_files import collect_model_paths, validate_model_files
+    from twinforge.twin_models.files import collect_model_paths, validate_model_files
 
     files = collect_model_paths(paths)
     if not files:
@@ -131,24 +133,87 @@ def graph_import(
         bool, typer.Option("--json", help="Print the report as one JSON object.")
     ] = False,
 ) -> None:
-    """Import models, twins and relationships. Exit 0 when every line was imported, 1 when
-    some lines were refused (the report names each line and why)."""
+    """Import an import-job file: its models, twins and relationships.
+
+    Exit 0 when every line was imported, 1 when some lines were refused (the
+    report names each line and why). Beside a running twinforge serve or demo,
+    this writes into the graph that server holds.
+    """
+    with file.open(encoding="utf-8") as lines:
+        try:
+            empty = not any(line.strip() for line in lines)
+        except UnicodeDecodeError as exc:
+            _fail(f"{file} is not UTF-8 text ({exc.reason}); an import file is NDJSON")
+        if empty:
+            _fail(
+                f"{file} is empty: an import file starts with "
+                '{"Section": "Header"}, then holds Models, Twins and Relationships sections '
+                "(twinforge graph sample-plant writes one)"
+            )
     from twinforge.runtime.twin_service import import_ndjson
 
-    with _twin_service() as service, file.open(encoding="utf-8") as lines:
-        report = import_ndjson(service, lines)
+    with _graph_service() as service, file.open(encoding="utf-8") as lines:
+        try:
+            report = import_ndjson(service, lines)
+        except UnicodeDecodeError as exc:
+            _fail(f"{file} is not UTF-8 text ({exc.reason}); import stopped there")
+        shared = getattr(service.store, "shared", None)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        typer.echo(
-            f"imported {report.models} models, {report.twins} twins, "
-            f"{report.relationships} relationships; {len(report.errors)} lines refused"
-        )
+        typer.echo(report.summary())
         for error in report.errors:
-            typer.echo(
-                f"{file}:{error.line}: [{error.section}] {error.item or ''} {error.code}: {error.message}"
-            )
+            where = f"[{error.section}] " if error.section else ""
+            item = f"{error.item} " if error.item else ""
+            typer.echo(f"{file}:{error.line}: {where}{item}{error.code}: {error.message}")
+    if shared is not None and (report.models or report.twins or report.relationships):
+        typer.echo(
+            f"note: imported into the graph of the running twinforge (process {shared.pid}); "
+            "it loaded models and started live twins when it started, so restart it to serve "
+            "new models and run the new twins",
+            err=True,
+        )
     raise typer.Exit(0 if report.ok else 1)
+
+
+@graph_app.command("sample-plant")
+def graph_sample_plant(
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            dir_okay=False,
+            metavar="FILE",
+            help="Where to write it (replaced if it exists); standard output when left out or -.",
+            show_default=False,
+        ),
+    ] = None,
+    equipment: Annotated[
+        int, typer.Option(min=1, max=2000, help="Equipment twins in the sample factory.")
+    ] = 24,
+) -> None:
+    """Write the sample factory (the one twinforge demo runs) as an import-job file.
+
+    Its models, twins and relationships in the Azure Digital Twins import-job
+    format, for twinforge graph import and twinforge serve --import.
+    """
+    from twinforge.config import get_settings
+    from twinforge.demo import Demo  # the one way to the simulated plant (import contracts)
+
+    plant = Demo(get_settings(), equipment=equipment).layout  # built, never started
+    text = plant.to_import_ndjson()
+    if not text.endswith("\n"):
+        text += "\n"
+    if file is None or str(file) == "-":
+        typer.echo(text, nl=False)
+        return
+    try:
+        file.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot write {file}: {exc.strerror or exc}")
+    typer.echo(
+        f"wrote {file}: {len(plant.models)} models, {len(plant.twins)} twins, "
+        f"{len(plant.relationships)} relationships (import it with: twinforge graph import {file})"
+    )
 
 
 _OPS = {
@@ -180,7 +245,11 @@ def _predicate(text: str) -> object:
 @graph_app.command("query")
 def graph_query(
     model: Annotated[
-        str | None, typer.Option(help="Twins of this model DTMI (and models extending it).")
+        str | None,
+        typer.Option(
+            help="Twins of this model DTMI (and models extending it); quote it, as in "
+            "--model 'dtmi:com:example:Pump;1': the shell ends a command at ;.",
+        ),
     ] = None,
     exact_model: Annotated[
         bool, typer.Option("--exact-model", help="Leave out twins of models extending --model.")
@@ -200,25 +269,38 @@ def graph_query(
     ] = None,
     hops: Annotated[int, typer.Option(min=1, max=10, help="Most steps from --from.")] = 1,
     direction: Annotated[str, typer.Option(help="Follow relationships out, in or both.")] = "out",
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    limit: Annotated[
+        int, typer.Option(min=1, max=1000, help="Most twins to print, in twin id order.")
+    ] = 100,
     cypher: Annotated[
         str | None,
-        typer.Option(
-            help="A read-only Cypher query instead (admins); writing clauses are refused."
-        ),
+        typer.Option(help="A read-only Cypher query instead; writing clauses are refused."),
     ] = None,
 ) -> None:
-    """Query twins; prints one JSON document per line."""
-    from twinforge.runtime.twin_service import Traversal, TwinQuery, TwinServiceError
+    """Query twins; prints one JSON document per line.
 
-    with _twin_service() as service:
+    Works beside a running twinforge serve or demo, on the graph that server holds.
+    """
+    from twinforge.runtime.twin_service import NotFound, Traversal, TwinQuery, TwinServiceError
+    from twinforge.twin_models.dtmi import is_valid_dtmi
+
+    if direction not in ("out", "in", "both"):
+        raise typer.BadParameter("out, in or both", param_hint="--direction")
+    if model is not None and not is_valid_dtmi(model):
+        raise typer.BadParameter(
+            f"{model!r} is not a DTMI (dtmi:<segment>[:<segment>...];<version>)",
+            param_hint="--model",
+        )
+    with _graph_service() as service:
         try:
             if cypher is not None:
                 for row in service.cypher(cypher):
                     typer.echo(json.dumps(row, default=str))
                 return
-            if direction not in ("out", "in", "both"):
-                raise typer.BadParameter("out, in or both", param_hint="--direction")
+            if model is not None and service.models.find(model) is None:
+                _fail(_unknown_model(model, [m.id for m in service.models.list()]))
+            if start is not None:
+                service.get_twin(start)  # NotFound names it
             query = TwinQuery(
                 model=model,
                 include_submodels=not exact_model,
@@ -230,9 +312,25 @@ def graph_query(
             )
             for twin in service.query_twins(query).items:
                 typer.echo(json.dumps(twin))
+        except NotFound as exc:
+            _fail(f"--from: {exc}" if start is not None else str(exc))
         except TwinServiceError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            _fail(str(exc))
+
+
+def _unknown_model(model: str, known: list[str]) -> str:
+    message = f"--model: no model {model} in the graph"
+    versioned = sorted(k for k in known if k.partition(";")[0] == model.partition(";")[0])
+    if versioned and ";" not in model:
+        return (
+            f"{message}; did you mean {versioned[-1]!r}? Quote it: the shell ends a command "
+            "at ; (and runs what follows as another)"
+        )
+    if not known:
+        return f"{message}, which holds no models yet (twinforge graph import FILE adds some)"
+    return (
+        f"{message} (twinforge graph query --cypher 'MATCH (m:Model) RETURN m.model_id' lists them)"
+    )
 
 
 Duration = Annotated[
@@ -256,9 +354,12 @@ def serve(
     duration: Duration = None,
     dashboard: Dashboard = True,
 ) -> None:
-    """Run the server: the twin graph, an asset actor per twin on Ray, MQTT (and OPC UA)
-    ingest, commands, the GraphQL API and metrics. Configured by TWINFORGE_* variables;
-    every service not configured is embedded."""
+    """Run the server: the twin graph, live assets on Ray, ingest, commands and GraphQL.
+
+    The twin graph, an asset actor per twin on Ray, MQTT (and OPC UA) ingest,
+    commands, the GraphQL API and metrics. Configured by TWINFORGE_* variables;
+    every service not configured is embedded.
+    """
     from twinforge.runtime.twin_service import import_ndjson
     from twinforge.server import TwinServer
 
@@ -269,8 +370,7 @@ def serve(
             f"imported {plant}: {report.models} models, {report.twins} twins, "
             f"{report.relationships} relationships, {len(report.errors)} lines refused"
         )
-    server = TwinServer(dashboard=dashboard)
-    _run(server.start, server.stop, lambda: server, duration)
+    _run(TwinServer(dashboard=dashboard), duration)
 
 
 @app.command("demo")
@@ -284,75 +384,38 @@ def demo(
     duration: Duration = None,
     dashboard: Dashboard = True,
 ) -> None:
-    """Run the sample factory with everything embedded: its DTDL models and twins, the
-    plant simulator publishing telemetry over MQTT with faults that raise alarms, live
-    asset actors, commands and the GraphQL API. Prints the URLs and an admin API key."""
+    """Run the sample factory with everything embedded; prints the URLs and an admin key.
+
+    Its DTDL models and twins, the plant simulator publishing telemetry over MQTT
+    with faults that raise alarms, live asset actors, commands and the GraphQL API.
+    """
     from twinforge.config import get_settings
-    from twinforge.demo import Demo, start_demo
+    from twinforge.demo import Demo
 
-    started: dict[str, Demo] = {}
-
-    def start() -> None:
-        started["demo"] = start_demo(
-            get_settings(), equipment=equipment, rate_hz=rate_hz, dashboard=dashboard
-        )
-
-    def stop() -> None:
-        if "demo" in started:
-            started["demo"].stop()
-
-    def server() -> TwinServer | None:
-        return started["demo"].server if "demo" in started else None
-
-    def extra() -> None:
-        found = started["demo"]
-        typer.echo(f"Admin API key:  {found.admin_key}")
-        typer.echo('                (send it as "Authorization: Bearer <key>"; in GraphiQL,')
-        typer.echo("                 add it under Headers)")
-
-    _run(start, stop, server, duration, extra)
+    _run(Demo(get_settings(), equipment=equipment, rate_hz=rate_hz, dashboard=dashboard), duration)
 
 
-def _run(
-    start: Callable[[], object],
-    stop: Callable[[], object],
-    server: Callable[[], TwinServer | None],
-    duration: float | None,
-    extra: Callable[[], None] | None = None,
-) -> None:
+def _run(server: TwinServer, duration: float | None) -> None:
     """Start, print where everything is, run until Ctrl-C, SIGTERM or ``duration``."""
     import signal
     import time
 
     halt = {"now": False}
-    running = None
     try:
-        start()
-        running = server()
+        server.start()
         # After start: Ray installs a SIGTERM handler of its own that exits at once.
         signal.signal(signal.SIGTERM, lambda *_: halt.update(now=True))
-        assert running is not None and running.endpoints is not None
-        endpoints = running.endpoints
-        typer.echo(f"GraphQL:        {endpoints.graphql}   (GraphiQL in a browser)")
-        typer.echo(f"MQTT broker:    {endpoints.mqtt}")
-        typer.echo(f"Metrics:        {endpoints.metrics}")
-        typer.echo(f"Ray dashboard:  {endpoints.dashboard or 'off'}")
-        token = Path.home() / ".ray" / "auth_token"
-        if endpoints.dashboard and token.exists():
-            typer.echo(f"                (Ray asks for the token in {token})")
-        if endpoints.opcua:
-            typer.echo(f"OPC UA:         {endpoints.opcua}")
-        if extra is not None:
-            extra()
-        typer.echo(f"ready: {json.dumps(running.status())}", err=False)
+        for line in server.banner():
+            typer.echo(line)
+        typer.echo(f"ready: {json.dumps(server.status())}")
         deadline = None if duration is None else time.monotonic() + duration
         while not halt["now"] and (deadline is None or time.monotonic() < deadline):
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:
-        status = running.status() if running is not None and running.pipeline else {}
-        stop()
+        status = server.status()
+        server.stop()
         if status:
             typer.echo(f"stopped: {json.dumps(status)}")
 
@@ -372,12 +435,12 @@ def keys_create(
     ],
 ) -> None:
     """Create an API key; prints its secret, which is shown only this once."""
-    from twinforge.graphql.errors import BadInput
+    from twinforge.auth.errors import InvalidInput
 
     try:
         with contextlib.closing(_key_store()) as store:
             issued = store.create(name, role)
-    except BadInput as exc:
+    except InvalidInput as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(issued.secret)
@@ -402,8 +465,8 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) ->
 
 
 def _key_store() -> ApiKeyStore:
+    from twinforge.auth.api_keys import ApiKeyStore
     from twinforge.config import get_settings
-    from twinforge.graphql.api_keys import ApiKeyStore
 
     return ApiKeyStore.in_data_dir(get_settings().data_dir)
 
@@ -418,5 +481,35 @@ def _twin_service() -> Iterator[TwinService]:
     store = open_graph_store(settings.graph_url, settings.data_dir)
     try:
         yield TwinService(store)
+    finally:
+        store.close()
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``error: <message>`` (its first line) on stderr and exit with ``code``."""
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    typer.echo(f"error: {first}", err=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _graph_service() -> Iterator[TwinService]:
+    """The twin service for ``twinforge graph ...``: on TWINFORGE_GRAPH_URL, or on the
+    embedded FalkorDB in the data dir, the running server's own when a twinforge serve or
+    demo holds it (else one started for this command). A graph that cannot be reached is
+    one line on stderr and exit status 1, never a traceback."""
+    from twinforge.config import get_settings
+    from twinforge.runtime.stores import GraphStoreError, open_graph_store
+    from twinforge.runtime.twin_service import TwinService
+
+    settings = get_settings()
+    try:
+        store = open_graph_store(settings.graph_url, settings.data_dir, share_running=True)
+    except (GraphStoreError, ValueError) as exc:
+        _fail(str(exc))
+    try:
+        yield TwinService(store)
+    except GraphStoreError as exc:  # the database went away mid-command
+        _fail(f"the graph database failed: {exc}")
     finally:
         store.close()

@@ -1,49 +1,36 @@
 """``twinforge demo``: the sample factory, everything embedded.
 
-Seeds the graph with the factory's DTDL models (``examples/models``) and its twins,
-starts the server (graph, Ray fleet, embedded MQTT broker, GraphQL API), plays the plant
-simulator with faults scheduled so that alarms come and go, and issues an admin API key.
+:class:`Demo` is a :class:`TwinServer` plus the simulated plant: it seeds the graph with
+the factory's DTDL models (``twinforge/sim/factory/models``) and twins, starts the
+server's parts, then the plant simulator with faults scheduled so that alarms come and
+go, and issues an admin API key.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
 from twinforge.config import Settings
-from twinforge.ingest.plant import PlantLayout, sample_plant
-from twinforge.ingest.plant_physics import random_fault_schedule
-from twinforge.ingest.simulator import PlantSimulator
 from twinforge.runtime.stores import open_graph_store
 from twinforge.runtime.twin_service import TwinService, import_ndjson
-from twinforge.server import TwinServer
+from twinforge.server import ApiPart, MqttPart, TwinServer
+from twinforge.sim.factory import ALARM_RULES, SAFETY_POLICY
+from twinforge.sim.layout import PlantLayout, sample_plant
+from twinforge.sim.machines import random_fault_schedule
+from twinforge.sim.part import SimulatorPart, start_simulator
+from twinforge.sim.simulator import PlantSimulator
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+__all__ = ["DEMO_EQUIPMENT", "Demo", "demo_settings", "seed"]
+
 DEMO_EQUIPMENT = 24
 
 
-@dataclass
-class Demo:
-    server: TwinServer
-    simulator: PlantSimulator
-    layout: PlantLayout
-    admin_key: str
-
-    def stop(self) -> None:
-        try:
-            self.simulator.stop_background()
-        finally:
-            self.server.stop()
-
-
 def demo_settings(settings: Settings) -> Settings:
-    """The example alarm rules and safety policy, unless configured otherwise."""
+    """The sample factory's alarm rules and safety policy, unless configured otherwise."""
     return settings.model_copy(
         update={
-            "alarm_rules": settings.alarm_rules or EXAMPLES / "alarm_rules.json",
-            "safety_policy": settings.safety_policy or EXAMPLES / "safety_policy.json",
+            "alarm_rules": settings.alarm_rules or ALARM_RULES,
+            "safety_policy": settings.safety_policy or SAFETY_POLICY,
         }
     )
 
@@ -63,42 +50,55 @@ def seed(settings: Settings, layout: PlantLayout) -> int:
         store.close()
 
 
-def start_demo(
-    settings: Settings,
-    *,
-    equipment: int = DEMO_EQUIPMENT,
-    rate_hz: float = 1.0,
-    time_scale: float = 10.0,
-    dashboard: bool = True,
-) -> Demo:
-    """Seed, start the server and the simulator; faults recur every few minutes of plant
-    time so alarms show up while you watch."""
-    settings = demo_settings(settings)
-    layout = sample_plant(equipment)
-    seed(settings, layout)
-    server = TwinServer(settings, dashboard=dashboard).start()
-    try:
-        assert server.endpoints is not None and server.api_keys is not None
-        host, _, port = server.endpoints.mqtt.removeprefix("mqtt://").rpartition(":")
+class Demo(TwinServer):
+    """The server with the sample factory seeded and its simulator playing; faults recur
+    every few minutes of plant time so alarms show up while you watch."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        equipment: int = DEMO_EQUIPMENT,
+        rate_hz: float = 1.0,
+        time_scale: float = 10.0,
+        dashboard: bool = True,
+    ) -> None:
+        super().__init__(demo_settings(settings), dashboard=dashboard)
+        self.layout = sample_plant(equipment)
+        self.rate_hz = rate_hz
+        self.time_scale = time_scale
+        self.admin_key = ""
+
+    def _start_parts(self, data_dir: Path) -> None:
+        seed(self.settings, self.layout)
+        super()._start_parts(data_dir)
+        mqtt = self.part(MqttPart)
         simulator = PlantSimulator(
-            layout,
-            mqtt_host=host,
-            mqtt_port=int(port),
+            self.layout,
+            mqtt_host=mqtt.host,
+            mqtt_port=mqtt.port,
+            mqtt_protocol=mqtt.protocol,
             opcua_port=None,
-            rate_hz=rate_hz,
-            time_scale=time_scale,
+            rate_hz=self.rate_hz,
+            time_scale=self.time_scale,
             schedule=random_fault_schedule(
-                layout, count=max(4, equipment // 2), horizon_s=3600.0, duration_s=(60, 240)
+                self.layout,
+                count=max(4, len(self.layout.equipment()) // 2),
+                horizon_s=3600.0,
+                duration_s=(60, 240),
             ),
-            # The embedded broker speaks MQTT 3.1.1 only.
-            mqtt_protocol=mqtt.MQTTv311 if server.broker is not None else mqtt.MQTTv5,
         )
-        simulator.start_background()
-        issued = server.api_keys.create("demo-admin", ["admin"])
-    except BaseException:
-        server.stop()
-        raise
-    return Demo(server, simulator, layout, issued.secret)
+        self.add(start_simulator(simulator))
+        self.admin_key = self.part(ApiPart).keys.create("demo-admin", ["admin"]).secret
 
+    @property
+    def simulator(self) -> PlantSimulator:
+        return self.part(SimulatorPart).simulator
 
-__all__ = ["DEMO_EQUIPMENT", "Demo", "demo_settings", "seed", "start_demo"]
+    def banner(self) -> list[str]:
+        return [
+            *super().banner(),
+            f"{'Admin API key:':<15} {self.admin_key}",
+            f"{'':<15} (send it as 'Authorization: Bearer <key>'; in GraphiQL, add it",
+            f"{'':<15}  under Headers)",
+        ]

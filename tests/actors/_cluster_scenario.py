@@ -158,7 +158,13 @@ def scenario(data_dir: Path, root: Path) -> dict:
                 by_host: dict[int, list] = {}
                 for twin in twins:
                     sent[twin] += 1
-                    entry = (twin, "t", {"count": sent[twin]}, float(sent[twin]), time.time())
+                    entry = (
+                        twin,
+                        "telemetry",
+                        {"count": sent[twin]},
+                        float(sent[twin]),
+                        time.time(),
+                    )
                     by_host.setdefault(fleet.route(twin), []).append(entry)
                 futures += [fleet.send(host, entries) for host, entries in by_host.items()]
             for future in futures:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import sqlite3
 from pathlib import Path
 
@@ -20,7 +21,7 @@ EQUIPMENT = "dtmi:com:twinforge:factory:Equipment;1"
 
 
 def entry(twin: str, ts: float, **values: object) -> tuple:
-    return (twin, "t", dict(values), ts, ts + 0.01)
+    return (twin, "telemetry", dict(values), ts, ts + 0.01)
 
 
 def test_ring_buffer_keeps_the_newest_samples_in_order() -> None:
@@ -239,16 +240,23 @@ def test_bad_alarm_rules_name_the_field(rule: dict, field: str) -> None:
 def test_write_ahead_log_gives_back_what_it_was_given(tmp_path: Path) -> None:
     log = WriteAheadLog(tmp_path / "wal.sqlite3")
     logged = [
-        ("p1", "t", {"x": 1.5, "on": True, "n": 3, "pos": {"lat": 1.0}, "tags": ["a"]}, 1.0, 2.0),
-        ("p2", "p", {"mode": "auto", "none": None}, 3.0, 4.0),
+        ("p1", "telemetry", {"x": 1.5, "on": True, "n": 3, "pos": {"lat": 1.0}}, 1.0, 2.0),
+        ("p2", "property", {"mode": "auto", "none": None, "tags": ["a"]}, 3.0, 4.0),
     ]
     log.append(logged)
     log.close()
-    with sqlite3.connect(tmp_path / "wal.sqlite3") as db:  # logged as JSON, as before 2026-11
+    with sqlite3.connect(tmp_path / "wal.sqlite3") as db:
+        # Logged as JSON before 2026-11, and pickled with the kinds "t" and "p" after.
         db.execute("INSERT INTO batches (entries) VALUES (?)", ('[["p3","t",{"y":2},5,6]]',))
+        old = pickle.dumps([("p4", "p", {"mode": "off"}, 7.0, 8.0)], pickle.HIGHEST_PROTOCOL)
+        db.execute("INSERT INTO batches (entries) VALUES (?)", (old,))
     again = WriteAheadLog(tmp_path / "wal.sqlite3")
     _, batches = again.recover()
-    assert [batch for _, batch in batches] == [logged, [("p3", "t", {"y": 2}, 5, 6)]]
+    assert [batch for _, batch in batches] == [
+        logged,
+        [("p3", "telemetry", {"y": 2}, 5, 6)],
+        [("p4", "property", {"mode": "off"}, 7.0, 8.0)],
+    ]
     with pytest.raises(ValueError, match="synchronous"):
         WriteAheadLog(tmp_path / "other.sqlite3", synchronous="OFF")
     again.close()

@@ -39,7 +39,7 @@ def batches(fleet: AssetFleet, values: dict[str, dict], time_: float) -> dict[in
     for twin, fields in values.items():
         host = fleet.route(twin)
         assert host is not None, twin
-        by_host.setdefault(host, []).append((twin, "t", fields, time_, time.time()))
+        by_host.setdefault(host, []).append((twin, "telemetry", fields, time_, time.time()))
     return by_host
 
 

@@ -10,15 +10,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from bus_reading import take
+from support.bus_reading import take
 
 from twinforge.actors.alarms import load_alarm_rules
 from twinforge.actors.fleet import AssetFleet
 from twinforge.ingest.dead_letters import DeadLetterStore
 from twinforge.ingest.pipeline import IngestPipeline
-from twinforge.ingest.validation import PROPERTIES, TelemetryValidator
+from twinforge.ingest.validation import TelemetryValidator
 from twinforge.runtime.events import EventBus, EventKind, Gap, Subscription, TwinEvent
-from twinforge.twin_models import ModelSet, parse_models
+from twinforge.sim.factory import MODELS_DIR
+from twinforge.twin_models import PROPERTY, ModelSet, parse_models
 
 REPO = Path(__file__).resolve().parents[2]
 PUMP = "dtmi:com:twinforge:factory:Pump;1"
@@ -30,7 +31,7 @@ TIMEOUT = 60  # seconds
 
 @pytest.fixture(scope="module")
 def models() -> ModelSet:
-    files = sorted((REPO / "examples" / "models").glob("*.json"))
+    files = sorted((MODELS_DIR).glob("*.json"))
     return parse_models([f.read_text(encoding="utf-8") for f in files])
 
 
@@ -100,7 +101,7 @@ def test_durable_telemetry_and_alarm_changes_reach_live_subscriptions(
                     ("pump-1", {"powerKw": 10.0}, t0 + 3, "telemetry"),  # clears
                 ],
             )
-            await make_durable(pipeline, [("pump-1", {"state": "running"}, t0 + 4, PROPERTIES)])
+            await make_durable(pipeline, [("pump-1", {"state": "running"}, t0 + 4, PROPERTY)])
         live = await take(watched, 7, TIMEOUT)
         alarms = await take(alerts, 3, TIMEOUT)
         with pytest.raises(TimeoutError):
@@ -133,7 +134,7 @@ def test_durable_telemetry_and_alarm_changes_reach_live_subscriptions(
         {"powerKw": 10.0},
         {"state": "running"},
     ]
-    assert live[-1].data["kind"] == "properties"
+    assert live[-1].data["kind"] == "property"
     assert live[2].data == {
         "name": "overload",
         "severity": 4,
@@ -210,7 +211,13 @@ def test_batched_reads_answer_like_the_per_twin_ones(fleet: AssetFleet) -> None:
     for host in {fleet.route(twin) for twin in TWINS}:
         assert host is not None
         entries = [
-            (twin, "t", {"powerKw": 10.0 * (i + 1) * k, "flowRate": float(k)}, t0 + k, t0 + k)
+            (
+                twin,
+                "telemetry",
+                {"powerKw": 10.0 * (i + 1) * k, "flowRate": float(k)},
+                t0 + k,
+                t0 + k,
+            )
             for i, twin in enumerate(sorted(TWINS))
             if fleet.route(twin) == host
             for k in range(1, 4)

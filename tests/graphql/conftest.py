@@ -9,35 +9,27 @@ from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
-from graphql_parts import Api, CountingStore
+from support.graphql_parts import Api, CountingStore
 
-from twinforge.graphql.api_keys import ApiKeyStore
-from twinforge.graphql.app import create_app
-from twinforge.graphql.auth import Authenticator
+from twinforge.auth.api_keys import ApiKeyStore
+from twinforge.auth.authenticator import Authenticator
+from twinforge.auth.tokens import TokenIssuer
 from twinforge.graphql.context import ApiServices
-from twinforge.graphql.tokens import TokenIssuer
-from twinforge.ingest.plant import sample_plant
 from twinforge.runtime.events import EventBus
-from twinforge.runtime.stores import FalkorDBStore, open_graph_store
+from twinforge.runtime.stores import FalkorDBStore
 from twinforge.runtime.twin_service import TwinService, import_ndjson
+from twinforge.sim.layout import sample_plant
+from twinforge.web.app import create_app
 
 #: Cheap argon2 parameters: tests create many keys; the server uses argon2's defaults.
 CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 ROLES = ("viewer", "operator", "engineer", "admin")
 
 
-@pytest.fixture(scope="session")
-def factory_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FalkorDBStore]:
-    store = open_graph_store(None, tmp_path_factory.mktemp("graphql-graph"))
-    assert isinstance(store, FalkorDBStore)
-    yield store
-    store.close()
-
-
 @pytest.fixture
-def api(factory_store: FalkorDBStore, tmp_path: Path) -> Iterator[Api]:
-    factory_store.clear()
-    store = CountingStore(factory_store)
+def api(embedded_store: FalkorDBStore, tmp_path: Path) -> Iterator[Api]:
+    embedded_store.clear()
+    store = CountingStore(embedded_store)
     twins = TwinService(store)
     report = import_ndjson(twins, sample_plant(equipment=24).to_import_ndjson().splitlines())
     assert not report.errors

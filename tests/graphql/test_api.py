@@ -16,13 +16,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from graphql_parts import Api
 from starlette.testclient import TestClient
 from strawberry.http.exceptions import WebSocketDisconnected
+from support.graphql_parts import Api
 
-from twinforge.graphql.app import _TransportWS
 from twinforge.graphql.subscription import BUFFER
 from twinforge.runtime.events import EventKind
+from twinforge.web.app import _TransportWS
 
 PUMP = "dtmi:com:twinforge:factory:Pump;1"
 CNC = "dtmi:com:twinforge:factory:CncMachine;1"

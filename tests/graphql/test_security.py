@@ -19,8 +19,12 @@ import strawberry
 from argon2 import PasswordHasher
 from starlette.datastructures import Headers
 
-from twinforge.graphql.api_keys import ApiKeyStore
-from twinforge.graphql.auth import NO_CREDENTIALS, Authenticator
+from twinforge.auth.api_keys import ApiKeyStore
+from twinforge.auth.authenticator import NO_CREDENTIALS, Authenticator
+from twinforge.auth.errors import InvalidInput
+from twinforge.auth.principal import Principal
+from twinforge.auth.roles import ROLES, has_role, parse_roles, require_role
+from twinforge.auth.tokens import TokenIssuer, load_or_create_secret
 from twinforge.graphql.errors import (
     ApiError,
     BadInput,
@@ -38,11 +42,9 @@ from twinforge.graphql.errors import (
     error_code_for,
     error_extensions,
 )
-from twinforge.graphql.limits import RateLimiter, security_extensions
-from twinforge.graphql.roles import ROLES, has_role, parse_roles, require_role
-from twinforge.graphql.tokens import TokenIssuer, load_or_create_secret
+from twinforge.graphql.query_rules import security_extensions
+from twinforge.graphql.rate_limit import RateLimiter
 from twinforge.runtime.commands import ApprovalError, CommandNotFound
-from twinforge.runtime.commands.principal import Principal
 from twinforge.runtime.twin_service.errors import (
     AlreadyExists,
     Conflict,
@@ -82,10 +84,10 @@ def test_require_role_says_what_is_needed_and_held() -> None:
 
 def test_parse_roles() -> None:
     assert parse_roles(["viewer", "admin", "viewer"]) == frozenset({"viewer", "admin"})
-    with pytest.raises(BadInput, match=r"^roles: unknown role 'superuser'") as caught:
+    with pytest.raises(InvalidInput, match=r"^roles: unknown role 'superuser'") as caught:
         parse_roles(["viewer", "superuser"])
     assert caught.value.field == "roles"
-    with pytest.raises(BadInput, match="roles: at most 16 roles"):
+    with pytest.raises(InvalidInput, match="roles: at most 16 roles"):
         parse_roles(["viewer"] * 17)
 
 
@@ -110,6 +112,7 @@ def _pydantic_error() -> pydantic.ValidationError:
         (Forbidden("no"), "FORBIDDEN"),
         (NotFoundError("no"), "NOT_FOUND"),
         (BadInput("no"), "BAD_USER_INPUT"),
+        (InvalidInput("no"), "BAD_USER_INPUT"),
         (ConflictError("no"), "CONFLICT"),
         (PreconditionFailedError("no"), "PRECONDITION_FAILED"),
         (RateLimited("no", retry_after=1), "RATE_LIMITED"),
@@ -354,9 +357,9 @@ def test_issuer_refuses_weak_settings_and_bad_subjects() -> None:
         TokenIssuer("hunter")
     with pytest.raises(ValueError, match="algorithm"):
         TokenIssuer(SECRET, algorithm="none")
-    with pytest.raises(BadInput, match="subject: must be a non-empty string"):
+    with pytest.raises(InvalidInput, match="subject: must be a non-empty string"):
         TokenIssuer(SECRET).issue("", ["viewer"])
-    with pytest.raises(BadInput, match="roles: unknown role 'god'"):
+    with pytest.raises(InvalidInput, match="roles: unknown role 'god'"):
         TokenIssuer(SECRET).issue("ada", ["god"])
 
 

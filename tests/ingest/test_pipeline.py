@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ingest_parts import CNC, PUMP, LocalHosts, example_models
+from support.ingest_parts import CNC, PUMP, LocalHosts, example_models
 
 from twinforge.ingest.dead_letters import DeadLetterStore
 from twinforge.ingest.messages import Rejection
-from twinforge.ingest.metrics import IngestMetrics
 from twinforge.ingest.pipeline import IngestPipeline
-from twinforge.ingest.validation import PROPERTIES, TelemetryValidator
+from twinforge.ingest.validation import TelemetryValidator
+from twinforge.metrics import ServerMetrics
 from twinforge.runtime.events import EventBus, EventKind, TwinEvent
+from twinforge.twin_models import PROPERTY
 
 TWINS = {"pump-1": PUMP, "pump-2": PUMP, "cnc-1": CNC}
 NOW = time.time()
@@ -39,7 +40,7 @@ def hosts(tmp_path: Path) -> Iterator[LocalHosts]:
 def pipeline(models, hosts: LocalHosts, tmp_path: Path) -> Iterator[IngestPipeline]:
     validator = TelemetryValidator(TWINS.get, models.interface)
     with DeadLetterStore(tmp_path / "dead.sqlite3") as letters:
-        pipe = IngestPipeline(validator, hosts, letters, IngestMetrics(), out_of_order_s=60)
+        pipe = IngestPipeline(validator, hosts, letters, ServerMetrics(), out_of_order_s=60)
         yield pipe
         pipe.close()
 
@@ -71,7 +72,7 @@ def test_messages_within_the_batch_delay_go_out_in_one_send(
 ) -> None:
     validator = TelemetryValidator(TWINS.get, models.interface)
     with DeadLetterStore(tmp_path / "dead.sqlite3") as letters:
-        pipe = IngestPipeline(validator, hosts, letters, IngestMetrics(), max_delay_s=2.0)
+        pipe = IngestPipeline(validator, hosts, letters, ServerMetrics(), max_delay_s=2.0)
         futures = []
         for i in range(20):  # over about 0.2 s, as sensors send
             futures.append(pipe.offer("pump-1", {"flowRate": float(i)}, source_time=NOW + i))
@@ -96,7 +97,7 @@ def test_messages_within_the_batch_delay_go_out_in_one_send(
         ("pump-1", {}, {}, "unknownField", None),
         ("pump-1", {"flowRate": 1.0}, {"component": "motor"}, "unknownComponent", "motor"),
         ("pump-1", {"flowRate": 1.0}, {"source_time": NOW + 3600}, "badTimestamp", "$ts"),
-        ("pump-1", {"state": "exploded"}, {"kind": PROPERTIES}, "wrongType", "state"),
+        ("pump-1", {"state": "exploded"}, {"kind": PROPERTY}, "wrongType", "state"),
         ("pump-1", {"'; MATCH (n) DETACH DELETE n //": 1.0}, {}, "unknownField", None),
     ],
 )
@@ -126,9 +127,7 @@ def test_out_of_order_beyond_the_window_is_refused(pipeline: IngestPipeline) -> 
 def test_reported_properties_are_checked_against_properties(
     pipeline: IngestPipeline, hosts: LocalHosts
 ) -> None:
-    assert pipeline.offer("pump-1", {"state": "running"}, kind=PROPERTIES, source_time=NOW).result(
-        10
-    )
+    assert pipeline.offer("pump-1", {"state": "running"}, kind=PROPERTY, source_time=NOW).result(10)
     host = hosts.hosts[hosts.route("pump-1")]
     assert host._pending_properties == {"pump-1": {"state": "running"}}
 

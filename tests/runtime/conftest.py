@@ -2,7 +2,7 @@
 each a real server started once per session and emptied before every test.
 
 * ``falkordb``: :class:`FalkorDBStore` on the embedded FalkorDB (a child process, reached
-  through its unix socket).
+  through its unix socket): ``embedded_store`` of ``tests/conftest.py``.
 * ``neo4j``: :class:`Neo4jStore` over Bolt to FalkorDB's Bolt endpoint, the Neo4j stand-in
   (there is no Neo4j server here). Its limits: parameters up to about 3.8 KB as Cypher
   text (it crashes beyond 4 KiB; the store refuses first), map keys that are identifiers,
@@ -18,20 +18,9 @@ import pytest
 
 from twinforge.runtime.stores import (
     EmbeddedFalkorDB,
-    FalkorDBStore,
     GraphStore,
     Neo4jStore,
-    open_graph_store,
 )
-
-
-@pytest.fixture(scope="session")
-def embedded_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FalkorDBStore]:
-    """The embedded FalkorDB, as ``open_graph_store(None, ...)`` gives it."""
-    store = open_graph_store(None, tmp_path_factory.mktemp("graph"))
-    assert isinstance(store, FalkorDBStore)
-    yield store
-    store.close()
 
 
 @pytest.fixture(scope="session")

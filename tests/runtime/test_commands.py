@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +20,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from support.mqtt_device import CommandDevice
 
-from twinforge.ingest.mqtt_commands import MqttCommandTransport
+from twinforge.connectivity.mqtt.commands import MqttCommandTransport
 from twinforge.runtime.commands import (
     Alarm,
     ApprovalError,
@@ -37,6 +37,7 @@ from twinforge.runtime.commands import (
     Verdict,
 )
 from twinforge.runtime.commands.rate_limit import InvocationCounter
+from twinforge.sim.factory import MODELS_DIR, SAFETY_POLICY
 from twinforge.twin_models import Interface, ModelSet, parse_models
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,12 +61,12 @@ Reply = dict[str, Any] | bytes | None
 
 @pytest.fixture(scope="module")
 def models() -> ModelSet:
-    return parse_models(p.read_text() for p in sorted((REPO / "examples/models").glob("*.json")))
+    return parse_models(p.read_text() for p in sorted(MODELS_DIR.glob("*.json")))
 
 
 @pytest.fixture(scope="module")
 def sample_policy() -> SafetyPolicy:
-    return SafetyPolicy.from_file(REPO / "examples/safety_policy.json")
+    return SafetyPolicy.from_file(SAFETY_POLICY)
 
 
 class AlarmBoard:
@@ -91,40 +92,19 @@ class Clock:
         return self.now
 
 
-class Device:
-    """A machine on MQTT: answers ``twins/{id}/commands/+`` per the wire contract.
+class Device(CommandDevice):
+    """A machine on MQTT: answers its twins' commands per the wire contract.
 
     ``replies[(twin, command)]`` says what to answer: a JSON object, raw bytes, or None
     for silence; by default ``{"status": 200, "response": null}``.
     """
 
     def __init__(self, twin_ids: Sequence[str]) -> None:
+        super().__init__(BROKER, twin_ids)
         self.replies: dict[tuple[str, str], Reply] = {}
         self.received: list[tuple[str, Any]] = []
-        self._ready = threading.Event()
-        self._twins = list(twin_ids)
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"test-device-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5,
-        )
-        self._client.on_connect = lambda c, *_: c.subscribe(
-            [(f"twins/{twin}/commands/+", 1) for twin in self._twins]
-        )
-        self._client.on_subscribe = lambda *_: self._ready.set()
-        self._client.on_message = self._on_message
 
-    def __enter__(self) -> Device:
-        self._client.connect(*BROKER)
-        self._client.loop_start()
-        assert self._ready.wait(10), "device could not subscribe"
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-    def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def on_command(self, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
         _, twin, _, command = message.topic.split("/")
         self.received.append((f"{twin}/{command}", json.loads(message.payload)["request"]))
         reply = self.replies.get((twin, command), {"status": 200, "response": None})

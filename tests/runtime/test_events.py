@@ -8,7 +8,7 @@ import threading
 from datetime import UTC
 
 import pytest
-from bus_reading import take as take_within
+from support.bus_reading import take as take_within
 
 from twinforge.runtime.events import EventBus, EventKind, Gap, Subscription, TwinEvent
 

@@ -3,6 +3,8 @@ opening a store by URL. Every server here is real; none is mocked."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import signal
 import time
@@ -13,11 +15,13 @@ from typing import Any
 import pytest
 
 from twinforge.runtime.stores import (
+    DataDirInUse,
     EmbeddedFalkorDB,
     FalkorDBStore,
     GraphStore,
     GraphStoreError,
     Neo4jStore,
+    find_running,
     open_graph_store,
 )
 from twinforge.runtime.stores._cypher import writing_clause
@@ -322,6 +326,81 @@ def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
         EmbeddedFalkorDB(tmp_path).start()
     with EmbeddedFalkorDB(tmp_path / "elsewhere"):  # nothing left locked or running
         pass
+
+
+def test_share_running_uses_the_server_that_holds_the_data(tmp_path: Path) -> None:
+    holder = open_graph_store(None, tmp_path)
+    endpoint = tmp_path / "falkordb" / "falkordb.endpoint.json"
+    try:
+        holder.write("CREATE (:Thing {id: 'held'})")
+        assert json.loads(endpoint.read_text())["ready"] is True
+        with pytest.raises(DataDirInUse, match=rf"process {os.getpid()}"):
+            open_graph_store(None, tmp_path)  # without share_running, as before
+        guest = open_graph_store(None, tmp_path, share_running=True)
+        assert isinstance(guest, FalkorDBStore) and guest.server is None
+        assert guest.shared == find_running(tmp_path)
+        assert guest.shared is not None and guest.shared.pid == os.getpid()
+        assert guest.read("MATCH (t:Thing) RETURN t.id AS id") == [{"id": "held"}]
+        guest.write("CREATE (:Thing {id: 'guest'})")
+        guest.close()  # leaves the holder's server running
+        assert holder.read("MATCH (t:Thing) RETURN count(t) AS n") == [{"n": 2}]
+    finally:
+        holder.close()
+    assert not endpoint.exists()
+    assert find_running(tmp_path) is None
+    alone = open_graph_store(None, tmp_path, share_running=True)  # nobody holds it: its own
+    try:
+        assert isinstance(alone, FalkorDBStore) and alone.server is not None
+        assert alone.shared is None
+        assert alone.read("MATCH (t:Thing) RETURN count(t) AS n") == [{"n": 2}]
+    finally:
+        alone.close()
+
+
+def _hold(tmp_path: Path, endpoint: dict[str, Any] | None) -> int:
+    directory = tmp_path / "falkordb"
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / "falkordb.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    if endpoint is not None:
+        (directory / "falkordb.endpoint.json").write_text(json.dumps(endpoint))
+    return fd
+
+
+def test_find_running_trusts_the_endpoint_only_while_its_writer_holds_the_lock(
+    tmp_path: Path,
+) -> None:
+    stale = {"pid": os.getpid(), "port": 1, "unix_socket": None, "ready": True}
+    (tmp_path / "falkordb").mkdir()
+    (tmp_path / "falkordb" / "falkordb.endpoint.json").write_text(json.dumps(stale))
+    assert find_running(tmp_path) is None  # left by a server that died: nobody holds the lock
+    with EmbeddedFalkorDB(tmp_path) as server:  # which a new server replaces
+        running = find_running(tmp_path)
+        assert running is not None and running.port == server.port
+        assert running.unix_socket == server.unix_socket
+
+
+def test_find_running_waits_for_a_starting_server_then_says_why(tmp_path: Path) -> None:
+    starting = {"pid": os.getpid(), "port": 1, "unix_socket": None, "ready": False}
+    fd = _hold(tmp_path, starting)
+    try:
+        began = time.monotonic()
+        with pytest.raises(GraphStoreError, match=r"did not get ready within 1 s") as caught:
+            find_running(tmp_path, wait=1.0)
+        assert time.monotonic() - began >= 1.0
+        assert "\n" not in str(caught.value)
+    finally:
+        os.close(fd)
+
+
+def test_find_running_names_a_holder_that_says_nothing(tmp_path: Path) -> None:
+    fd = _hold(tmp_path, None)
+    try:
+        with pytest.raises(GraphStoreError, match=rf"in use by process {os.getpid()}, which"):
+            open_graph_store(None, tmp_path, share_running=True)
+    finally:
+        os.close(fd)
 
 
 def test_bolt_serving_server(bolt_server: EmbeddedFalkorDB) -> None:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from twin_models_for_tests import (
+from support.twin_models_for_tests import (
     ALL_MODELS,
     EQUIPMENT,
     EQUIPMENT_MODEL,
@@ -590,6 +590,75 @@ def test_import_refuses_sections_out_of_order(graph_store: Any) -> None:
     )
     assert [e.code for e in report.errors] == ["section", "section"]
     assert _twin_count(service) == 0
+
+
+def test_import_skips_an_unknown_section_instead_of_reading_it_as_the_last(
+    graph_store: Any,
+) -> None:
+    service = TwinService(graph_store)
+    report = import_ndjson(
+        service,
+        _ndjson(
+            {"Section": "Header"},
+            {},
+            {"Section": "Models"},
+            *ALL_MODELS,
+            {"Section": "Twins"},  # line 9
+            tank("t1"),
+            {"Section": "Widgets"},  # line 11
+            tank("w1"),
+            tank("w2"),
+            {"Section": "Relationships"},
+            {
+                "$dtId": "t1",
+                "$relationshipId": "r1",
+                "$targetId": "w1",
+                "$relationshipName": "feeds",
+            },
+            {"Section": "Twins"},  # line 16: again, out of order
+            tank("w3"),
+        ),
+    )
+    assert (report.twins, report.relationships) == (1, 0)
+    assert [(e.line, e.section, e.code) for e in report.errors] == [
+        (11, "Widgets", "section"),
+        (15, "Relationships", "validationFailed"),  # w1 was never imported
+        (16, "Twins", "section"),
+    ]
+    assert "unknown" in report.errors[0].message
+    assert "its 2 lines were skipped" in report.errors[0].message
+    assert "out of order" in report.errors[2].message
+    assert "its 1 line was skipped" in report.errors[2].message
+    assert _twin_count(service) == 1
+    assert report.summary() == "imported 5 models, 1 twin, 0 relationships; 3 lines refused"
+
+
+def test_import_report_lists_lines_in_file_order(graph_store: Any) -> None:
+    service = TwinService(graph_store)
+    service.models.upload(ALL_MODELS)
+    service.create_twin("t1", tank("t1"))
+    report = import_ndjson(
+        service,
+        _ndjson(
+            {"Section": "Header"},
+            {},
+            {"Section": "Twins"},
+            tank("t1"),  # line 4: exists, found when the batch is written
+            tank("t2", levelPercent="full"),  # line 5: refused as it is read
+        ),
+    )
+    assert [e.line for e in report.errors] == [4, 5]
+    assert report.summary() == "imported 0 models, 0 twins, 0 relationships; 2 lines refused"
+
+
+@pytest.mark.parametrize("text", ["", "\n", "  \n\n"])
+def test_import_refuses_an_empty_file(graph_store: Any, text: str) -> None:
+    report = import_ndjson(TwinService(graph_store), text.splitlines(keepends=True))
+    assert not report.ok
+    [error] = report.errors
+    assert error.code == "empty" and "empty" in error.message
+    assert '{"Section": "Header"}' in error.message
+    assert report.summary().endswith("; 1 line refused")
 
 
 def test_property_changes_reach_the_history_store(graph_store: Any, tmp_path: Any) -> None:

@@ -147,6 +147,33 @@ def test_errors_name_the_rule_the_element_and_the_property() -> None:
     assert error.document == 0
 
 
+def test_generated_ids_come_from_names_or_positions_never_from_memory() -> None:
+    # An element without @id gets <parent>:_<property>:__<name> (DTDL spec, "Automatic
+    # Identifier Assignment"); without a valid name its index stands in, on every parse.
+    model = {
+        "@context": "dtmi:dtdl:context;3",
+        "@id": "dtmi:com:example:Gen;1",
+        "@type": "Interface",
+        "contents": [
+            {"@type": "Property", "name": "good", "schema": "double"},
+            {"@type": "Property", "schema": "double"},  # no name
+            {"@type": "Telemetry", "name": "bad name", "schema": "double"},
+        ],
+    }
+
+    def error_ids() -> list[str]:
+        with pytest.raises(ModelParsingError) as caught:
+            parse_models(_docs(model))
+        return sorted(str(e.primary_id) for e in caught.value.errors)
+
+    first = error_ids()
+    assert first == error_ids()
+    assert first == ["dtmi:com:example:Gen:_contents:__1;1", "dtmi:com:example:Gen:_contents:__2;1"]
+    named = dict(model, contents=model["contents"][:1])
+    good = parse_models(_docs(named)).interface("dtmi:com:example:Gen;1").contents["good"]
+    assert good.id == "dtmi:com:example:Gen:_contents:__good;1"
+
+
 @pytest.mark.parametrize(
     ("patch", "rule", "prop"),
     [

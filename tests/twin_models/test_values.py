@@ -263,6 +263,13 @@ def test_invalid_primitives_fail_with_rule_and_path(
     assert all(p.message for p in problems)
 
 
+def test_type_messages_name_the_schema_once() -> None:
+    [plain] = validate_value(7, PROPERTIES["p_string"].schema, path="p_string")
+    assert plain.message == "expected a string, got 7", plain
+    [dated] = validate_value(7, PROPERTIES["p_date"].schema, path="p_date")
+    assert dated.message == "expected a date string, got 7", dated
+
+
 def test_huge_integer_message_stays_short() -> None:
     [problem] = validate_value(10**5000, PROPERTIES["p_integer"].schema)
     assert len(problem.message) < 100

@@ -1,3 +1,3 @@
-"""Actors: the Ray asset actor, placement (asset id to actor), and supervision and
-recovery. Actors never talk to clients directly.
+"""Actors: asset state with ring buffers and alarms, the write-ahead log, asset hosts on
+Ray, placement (asset id to host) and graph sync. Actors never talk to clients directly.
 """

@@ -1,6 +1,6 @@
 """An asset host: the live state of a group of assets, in one process.
 
-One Ray actor process costs about 90 MB, so a process hosts many assets (each an
+One Ray actor process costs about 110 MB, so a process hosts many assets (each an
 :class:`Asset` with its own state, order and rules) rather than one. The host is a plain
 class, so it can be tested without Ray; :mod:`twinforge.actors.fleet` runs it as a Ray
 actor that Ray restarts after a crash, and the restarted host rebuilds its state from its
@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from twinforge.actors.alarms import Alarm, AlarmChange, AlarmRule
 from twinforge.actors.asset import Asset
-from twinforge.actors.write_ahead_log import PROPERTIES, TELEMETRY, Entry, WriteAheadLog
+from twinforge.actors.write_ahead_log import WriteAheadLog
+from twinforge.ingest.messages import Entry
 from twinforge.runtime.history import BatchingWriter, HistoryPoint, open_history_store
+from twinforge.twin_models import PROPERTY, TELEMETRY, ValueKind
 
 if TYPE_CHECKING:
     from twinforge.runtime.twin_service import TwinService
@@ -195,7 +197,7 @@ class AssetHost:
                     if skipped is not None:  # a redelivered message: applied, in history
                         skipped.append(position)
                     continue
-            elif kind == PROPERTIES:
+            elif kind == PROPERTY:
                 self._pending_properties.setdefault(twin_id, {}).update(values)
             self._due_history(asset, kind, values, source_time, history)
         if history:
@@ -203,7 +205,12 @@ class AssetHost:
         return applied
 
     def _due_history(
-        self, asset: Asset, kind: str, values: dict[str, Any], ts: float, out: list[HistoryPoint]
+        self,
+        asset: Asset,
+        kind: ValueKind,
+        values: dict[str, Any],
+        ts: float,
+        out: list[HistoryPoint],
     ) -> None:
         due = asset.history_due
         if kind == TELEMETRY and ts < asset.history_next and due.keys() >= values.keys():
@@ -219,7 +226,7 @@ class AssetHost:
                     name,
                     datetime.fromtimestamp(ts, UTC),
                     value,
-                    "telemetry" if kind == TELEMETRY else "property",
+                    kind,
                 )
             )
         asset.history_next = min(due.values(), default=0.0)

@@ -29,7 +29,7 @@ from ray.actor import ActorHandle
 from twinforge.actors.alarms import Alarm
 from twinforge.actors.asset_host import AssetHost, HostConfig, IngestResult
 from twinforge.actors.directory import AssetDirectory
-from twinforge.actors.write_ahead_log import Entry
+from twinforge.ingest.messages import Entry
 from twinforge.runtime.history import open_history_store
 
 log = logging.getLogger(__name__)

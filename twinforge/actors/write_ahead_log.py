@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-#: One logged message: twin id, kind (TELEMETRY or PROPERTIES), {field path: value},
-#: source time, received time.
-Entry = tuple[str, str, dict[str, Any], float, float]
-TELEMETRY = "t"
-PROPERTIES = "p"
+from twinforge.ingest.messages import Entry
+from twinforge.twin_models import PROPERTY, TELEMETRY
+
+#: How logs written before the kinds had one spelling named them.
+_OLD_KINDS = {"t": TELEMETRY, "p": PROPERTY}
 
 _SCHEMA = """
 -- AUTOINCREMENT: a number is never reused once a checkpoint has emptied the table.
@@ -148,10 +148,9 @@ class WriteAheadLog:
             "SELECT seq, entries FROM batches WHERE seq > ? ORDER BY seq", (seq,)
         )
         for number, logged in rows:
-            if isinstance(logged, str):  # logged as JSON before 2026-11
-                yield number, [tuple(entry) for entry in json.loads(logged)]  # type: ignore[misc]
-            else:
-                yield number, pickle.loads(logged)
+            # Logged as JSON before 2026-11, pickled since.
+            entries = json.loads(logged) if isinstance(logged, str) else pickle.loads(logged)
+            yield number, [_current(entry) for entry in entries]
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -162,3 +161,9 @@ class WriteAheadLog:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+
+def _current(entry: Any) -> Entry:
+    """A replayed entry as it is written now (a tuple; its kind spelled out)."""
+    twin_id, kind, values, source_time, received_time = entry
+    return (twin_id, _OLD_KINDS.get(kind, kind), values, source_time, received_time)

@@ -8,18 +8,18 @@ from dataclasses import dataclass
 
 from strawberry.fastapi import BaseContext
 
+from twinforge.auth.api_keys import ApiKeyStore
+from twinforge.auth.authenticator import NO_CREDENTIALS, Authenticator
+from twinforge.auth.tokens import TokenIssuer
+from twinforge.errors import ClientError
+from twinforge.graphql.dtdl_types import SchemaTypes
+from twinforge.graphql.errors import Unauthenticated
+from twinforge.graphql.loaders import LiveAssets, Loaders
+from twinforge.graphql.rate_limit import RateLimiter
 from twinforge.ingest.dead_letters import DeadLetterStore
 from twinforge.runtime.commands import CommandService, Principal
 from twinforge.runtime.events import EventBus
 from twinforge.runtime.twin_service import TwinService
-
-from .api_keys import ApiKeyStore
-from .auth import NO_CREDENTIALS, Authenticator
-from .dtdl_types import SchemaTypes
-from .errors import ApiError, Unauthenticated
-from .limits import RateLimiter
-from .loaders import LiveAssets, Loaders
-from .tokens import TokenIssuer
 
 
 @dataclass
@@ -53,7 +53,7 @@ class ApiContext(BaseContext):
         self.schema_types = schema_types
         self._refresh = refresh
         self._principal: Principal | None = None
-        self._refused: ApiError | None = None
+        self._refused: ClientError | None = None
         self.loaders = Loaders(services.twins, services.assets)
 
     def refreshed_types(self) -> SchemaTypes:
@@ -84,6 +84,6 @@ class ApiContext(BaseContext):
             limiter = self.services.rate_limiter
             if limiter is not None and self._principal is not None:
                 limiter.check(self._principal.name)
-        except ApiError as error:
+        except ClientError as error:
             self._principal = None
             self._refused = error

@@ -21,12 +21,18 @@ from typing import Any, NewType
 import strawberry
 from strawberry.scalars import JSON
 
+from twinforge.graphql.pagination import Connection
+from twinforge.graphql.types import (
+    GenericTwin,
+    Model,
+    Relationship,
+    TwinNode,
+    load_series,
+    relationship_page,
+)
 from twinforge.runtime.twin_service import StoredModel
 from twinforge.twin_models import dtmi as dtmis
 from twinforge.twin_models import elements as el
-
-from .pagination import Connection
-from .types import GenericTwin, Model, Relationship, TwinNode, load_series, relationship_page
 
 Convert = Callable[[Any], Any]
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import pydantic
 from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.exceptions import StrawberryInputCoercionError
 from strawberry.extensions import SchemaExtension
 
+from twinforge.auth.errors import Forbidden, Unauthenticated
+from twinforge.errors import ClientError
 from twinforge.runtime.commands import ApprovalError, CommandNotFound, PolicyError
 from twinforge.runtime.twin_service.errors import (
     AlreadyExists,
@@ -61,8 +63,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-UNAUTHENTICATED = "UNAUTHENTICATED"
-FORBIDDEN = "FORBIDDEN"
+UNAUTHENTICATED = Unauthenticated.code
+FORBIDDEN = Forbidden.code
 NOT_FOUND = "NOT_FOUND"
 BAD_USER_INPUT = "BAD_USER_INPUT"
 CONFLICT = "CONFLICT"
@@ -81,34 +83,9 @@ INTERNAL_MESSAGE = "internal error"
 _MAX_PROBLEMS = 20
 
 
-class ApiError(Exception):
-    """An error meant for the client: its message is shown as is, with ``code``.
-
-    ``field`` names the input at fault, when one is; graphql-core copies
-    :attr:`extensions` onto the GraphQL error a resolver raises this from.
-    """
-
-    code: ClassVar[str] = INTERNAL_ERROR
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-    @property
-    def extensions(self) -> dict[str, Any]:
-        extensions: dict[str, Any] = {"code": self.code}
-        if self.field:
-            extensions["field"] = self.field
-        return extensions
-
-
-class Unauthenticated(ApiError):
-    code = UNAUTHENTICATED
-
-
-class Forbidden(ApiError):
-    code = FORBIDDEN
+class ApiError(ClientError):
+    """An error of the API layer meant for the client; graphql-core copies
+    :attr:`extensions` onto the GraphQL error a resolver raises this from."""
 
 
 class NotFoundError(ApiError):
@@ -181,7 +158,7 @@ def _is_token_limit(error: GraphQLSyntaxError) -> bool:
 def error_code_for(exc: BaseException) -> str:
     """The stable code for ``exc``; anything not known to be the client's fault is
     ``INTERNAL_ERROR``."""
-    if isinstance(exc, ApiError):
+    if isinstance(exc, ClientError):
         return exc.code
     if isinstance(exc, GraphQLError):
         code = (exc.extensions or {}).get("code")
@@ -226,7 +203,7 @@ def _problems(exc: BaseException) -> list[dict[str, Any]]:
 def error_extensions(exc: BaseException) -> dict[str, Any]:
     """``{"code": ...}`` for ``exc``, plus what a client needs to act on it: the
     ``problems`` (field, rule, message) of a validation failure, undefined model ids."""
-    if isinstance(exc, ApiError):
+    if isinstance(exc, ClientError):
         return exc.extensions
     extensions: dict[str, Any] = {"code": error_code_for(exc)}
     if problems := _problems(exc):

@@ -9,18 +9,17 @@ from typing import Any
 import strawberry
 from strawberry.scalars import JSON
 
+from twinforge.auth.roles import parse_roles
+from twinforge.graphql.errors import BadInput, Forbidden, NotFoundError
+from twinforge.graphql.permissions import Admin, Engineer, Operator
+from twinforge.graphql.query import api_key
+from twinforge.graphql.types import Command, IssuedApiKey, Model, Relationship, TwinNode
 from twinforge.runtime.commands import (
     ApprovalError,
     CommandNotFound,
     CommandRecord,
     CommandService,
 )
-
-from .errors import BadInput, Forbidden, NotFoundError
-from .permissions import Admin, Engineer, Operator
-from .query import api_key
-from .roles import parse_roles
-from .types import Command, IssuedApiKey, Model, Relationship, TwinNode
 
 
 @strawberry.type

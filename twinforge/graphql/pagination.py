@@ -9,8 +9,30 @@ from typing import Generic, TypeVar
 
 import strawberry
 
-from .errors import BadInput
-from .limits import page_size
+from twinforge.graphql.errors import BadInput
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+
+
+def page_size(
+    first: int | None,
+    *,
+    field: str = "first",
+    default: int = DEFAULT_PAGE_SIZE,
+    maximum: int = MAX_PAGE_SIZE,
+) -> int:
+    """The number of items to return for a page argument ``first`` (or ``field``)."""
+    if first is None:
+        return default
+    if isinstance(first, bool) or not isinstance(first, int):
+        raise BadInput(f"{field}: expected a whole number, not {type(first).__name__}", field=field)
+    if first < 0:
+        raise BadInput(f"{field}: must be 0 or more, not {first}", field=field)
+    if first > maximum:
+        raise BadInput(f"{field}: at most {maximum} per page, not {first}", field=field)
+    return first
+
 
 T = TypeVar("T")
 Item = TypeVar("Item")

@@ -9,9 +9,8 @@ from typing import Any, ClassVar
 import strawberry
 from strawberry.permission import BasePermission
 
+from twinforge.auth.roles import require_role
 from twinforge.runtime.commands import ADMIN, ENGINEER, OPERATOR, VIEWER
-
-from .roles import require_role
 
 
 class _RequiresRole(BasePermission):

@@ -8,15 +8,11 @@ from enum import Enum
 import strawberry
 from strawberry.scalars import JSON
 
-from twinforge.runtime.twin_service import NotFound, Op, Predicate, Traversal, TwinQuery
-from twinforge.runtime.twin_service.queries import MAX_LIMIT
-
-from .api_keys import ApiKeyInfo
-from .errors import BadInput
-from .limits import page_size
-from .pagination import Connection, connection, decode_cursor
-from .permissions import Admin, Engineer, Operator, Viewer
-from .types import (
+from twinforge.auth.api_keys import ApiKeyInfo
+from twinforge.graphql.errors import BadInput
+from twinforge.graphql.pagination import Connection, connection, decode_cursor, page_size
+from twinforge.graphql.permissions import Admin, Engineer, Operator, Viewer
+from twinforge.graphql.types import (
     ApiKey,
     AuditRecord,
     Command,
@@ -27,6 +23,10 @@ from .types import (
     TwinNode,
     load_twin,
 )
+from twinforge.runtime.twin_service import NotFound, Op, Predicate, Traversal, TwinQuery
+from twinforge.runtime.twin_service.errors import invalid
+from twinforge.runtime.twin_service.queries import MAX_LIMIT
+from twinforge.twin_models.dtmi import is_valid_dtmi
 
 OpEnum = strawberry.enum(Op, name="Op", description="How a predicate compares.")
 
@@ -75,6 +75,11 @@ class Query:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[TwinNode]:
+        if model is not None and not is_valid_dtmi(model):
+            # Not an empty page: no twin could ever match, so the query is surely wrong.
+            raise invalid(
+                "model", "dtmi", f"{model!r} is not a DTMI (dtmi:<segment>[:<segment>...];<n>)"
+            )
         size = page_size(first)
         query = TwinQuery(
             model=model,

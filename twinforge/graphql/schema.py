@@ -14,16 +14,15 @@ from graphql.type.definition import GraphQLResolveInfoHelpers
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from twinforge.graphql.dtdl_types import SCALARS, SchemaTypes, generate
+from twinforge.graphql.mutation import Mutation
+from twinforge.graphql.query import Query
+from twinforge.graphql.query_rules import security_extensions
+from twinforge.graphql.subscription import Subscription
+from twinforge.graphql.types import GenericTwin
 from twinforge.runtime.events import EventKind, TwinEvent
 from twinforge.runtime.twin_service import TwinService
 from twinforge.twin_models import elements as el
-
-from .dtdl_types import SCALARS, SchemaTypes, generate
-from .limits import security_extensions
-from .mutation import Mutation
-from .query import Query
-from .subscription import Subscription
-from .types import GenericTwin
 
 log = logging.getLogger(__name__)
 

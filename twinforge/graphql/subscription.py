@@ -14,13 +14,12 @@ import strawberry
 from strawberry.scalars import JSON
 
 from twinforge.actors.alarms import Alarm
+from twinforge.graphql.errors import NotFoundError
+from twinforge.graphql.permissions import Viewer
+from twinforge.graphql.types import Alert, Command, TwinChangeKind
 from twinforge.runtime.commands import CommandRecord
 from twinforge.runtime.events import EventKind, Gap, TwinEvent
 from twinforge.runtime.twin_service import TwinService
-
-from .errors import NotFoundError
-from .permissions import Viewer
-from .types import Alert, Command, TwinChangeKind
 
 #: Updates one subscription may hold before the oldest are dropped.
 BUFFER = 1000

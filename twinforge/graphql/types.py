@@ -12,13 +12,11 @@ import strawberry
 from strawberry.scalars import JSON
 
 from twinforge.actors.alarms import Alarm
+from twinforge.graphql.pagination import Connection, connection, page_size, slice_page
+from twinforge.graphql.permissions import Engineer
 from twinforge.ingest.dead_letters import DeadLetter as StoredDeadLetter
 from twinforge.runtime.commands import AuditEntry, CommandRecord, CommandStatus
 from twinforge.runtime.twin_service import StoredModel
-
-from .limits import page_size
-from .pagination import Connection, connection, slice_page
-from .permissions import Engineer
 
 #: Relationships sort by source, then id: this separator sorts below any id character.
 _KEY_SEPARATOR = "\x1f"

@@ -1,3 +1,4 @@
-"""Ingest: MQTT (paho-mqtt) and OPC UA (asyncua) clients, the embedded broker, topic and
-node mapping, dead letters, and the plant simulator. Holds no twin state.
+"""Ingest: the pipeline from a received message to the asset hosts. Validation against
+the twins' DTDL interfaces, dead letters with their reasons, and the typed entry handed
+to the actors. Speaks no protocol: ``twinforge.connectivity`` feeds it.
 """

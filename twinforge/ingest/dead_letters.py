@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from twinforge.ingest.messages import Rejection
+from twinforge.lifecycle import Closing
 
 #: Payload bytes kept per dead letter; the rest is counted and hashed, not stored.
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -87,7 +88,7 @@ class DeadLetter:
         return self.payload_size > len(self.payload)
 
 
-class DeadLetterStore:
+class DeadLetterStore(Closing):
     """Dead letters in one SQLite file; thread-safe; :meth:`close` it or use ``with``."""
 
     def __init__(self, path: Path | str) -> None:
@@ -207,12 +208,6 @@ class DeadLetterStore:
         """Close the connection; idempotent."""
         with self._lock:
             self._db.close()
-
-    def __enter__(self) -> DeadLetterStore:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
 
 def _row(rejection: Rejection, index: int) -> tuple[Any, ...]:

@@ -22,14 +22,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from twinforge.actors.write_ahead_log import PROPERTIES as LOG_PROPERTIES
-from twinforge.actors.write_ahead_log import TELEMETRY as LOG_TELEMETRY
-from twinforge.actors.write_ahead_log import Entry
 from twinforge.ingest.dead_letters import DeadLetterStore
-from twinforge.ingest.messages import BAD_TIMESTAMP, OUT_OF_ORDER, UNKNOWN_TWIN, Rejection
-from twinforge.ingest.metrics import IngestMetrics
-from twinforge.ingest.validation import PROPERTIES, TELEMETRY, Refusal, TelemetryValidator
+from twinforge.ingest.messages import BAD_TIMESTAMP, OUT_OF_ORDER, UNKNOWN_TWIN, Entry, Rejection
+from twinforge.ingest.validation import Refusal, TelemetryValidator
+from twinforge.metrics import ServerMetrics
 from twinforge.runtime.events import EventBus, EventKind
+from twinforge.twin_models import TELEMETRY, ValueKind
 
 if TYPE_CHECKING:
     from twinforge.actors.asset_host import IngestResult
@@ -72,7 +70,7 @@ class IngestPipeline:
         validator: TelemetryValidator,
         router: Router,
         dead_letters: DeadLetterStore,
-        metrics: IngestMetrics | None = None,
+        metrics: ServerMetrics | None = None,
         *,
         max_batch: int = 2000,
         max_delay_s: float = 0.02,
@@ -116,7 +114,7 @@ class IngestPipeline:
         source_time: float | None = None,
         origin: str = "",
         payload: bytes = b"",
-        kind: str = TELEMETRY,
+        kind: ValueKind = TELEMETRY,
     ) -> Future[bool]:
         now = self.clock()
         transport = origin.partition(":")[0] or "unknown"
@@ -134,7 +132,7 @@ class IngestPipeline:
             rejection = Rejection(reason, message, origin, now, payload, twin_id, field_name)
             return self._dead_letter(rejection)
         fields = values if component is None else {f"{component}/{n}": v for n, v in values.items()}
-        entry = (twin_id, LOG_PROPERTIES if kind == PROPERTIES else LOG_TELEMETRY, fields, ts, now)
+        entry: Entry = (twin_id, kind, fields, ts, now)
         with self._lock:
             batch = self._batches.get(host)
             if batch is None:
@@ -321,5 +319,5 @@ def _telemetry_data(entry: Entry) -> dict[str, Any]:
     return {
         "values": values,
         "sourceTime": source_time,
-        "kind": "telemetry" if kind == LOG_TELEMETRY else "properties",
+        "kind": kind,
     }

@@ -14,18 +14,16 @@ from twinforge.ingest.messages import (
     WRONG_TYPE,
 )
 from twinforge.twin_models.elements import (
+    TELEMETRY,
     Component,
     Interface,
     PrimitiveSchema,
     Property,
     Schema,
     Telemetry,
+    ValueKind,
 )
 from twinforge.twin_models.values import validate_value
-
-#: What a message may carry: DTDL Telemetry, or reported DTDL Properties.
-TELEMETRY = "telemetry"
-PROPERTIES = "properties"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +57,7 @@ class TelemetryValidator:
         values: dict[str, Any],
         *,
         component: str | None = None,
-        kind: str = TELEMETRY,
+        kind: ValueKind = TELEMETRY,
     ) -> Refusal | None:
         """None when every value fits its schema, else the first problem found."""
         model = self._model_of(twin_id)
@@ -73,8 +71,7 @@ class TelemetryValidator:
         for name, value in values.items():
             entry = schemas.get(name)
             if entry is None:
-                what = "telemetry" if kind == TELEMETRY else "property"
-                return Refusal(UNKNOWN_FIELD, name, f"{model} has no {what} {name!r}")
+                return Refusal(UNKNOWN_FIELD, name, f"{model} has no {kind} {name!r}")
             is_double, schema = entry
             # The common case skips the general schema walk; anything else takes it.
             if is_double and type(value) is float and math.isfinite(value):
@@ -93,7 +90,7 @@ class TelemetryValidator:
                 del self._schemas[key]
 
     def _fields(
-        self, model: str, component: str | None, kind: str
+        self, model: str, component: str | None, kind: ValueKind
     ) -> dict[str, tuple[bool, Schema]] | None:
         key = (model, component, kind)
         schemas = self._schemas.get(key)

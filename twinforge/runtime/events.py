@@ -53,7 +53,7 @@ class EventKind(StrEnum):
     RELATIONSHIP_DELETED = "relationship.deleted"
     TELEMETRY = "telemetry"
     """One durable message of a twin: ``{"values": {...}, "sourceTime": float, "kind":
-    "telemetry" | "properties"}``."""
+    "telemetry" | "property"}``."""
     ALARM_RAISED = "alarm.raised"
     """``{"name", "severity", "since", "field", "value", "time"}``: ``value`` breached the
     rule at ``time`` (equal to ``since``)."""

@@ -10,8 +10,11 @@ import gc
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .dtmi import Dtmi, child_dtmi, is_user_dtmi, is_valid_dtmi
-from .elements import (
+from twinforge.twin_models.dtmi import Dtmi, child_dtmi, is_user_dtmi, is_valid_dtmi
+from twinforge.twin_models.elements import (
+    PROPERTY,
+    TELEMETRY,
+    VALUE_KINDS,
     Array,
     Command,
     CommandPayload,
@@ -32,11 +35,12 @@ from .elements import (
     Relationship,
     Schema,
     Telemetry,
+    ValueKind,
 )
-from .errors import ModelParsingError, ParsingError, ResolutionError
-from .model_set import ModelSet, build_model_set
-from .parser import Options, Resolver, parse_documents
-from .values import (
+from twinforge.twin_models.errors import ModelParsingError, ParsingError, ResolutionError
+from twinforge.twin_models.model_set import ModelSet, build_model_set
+from twinforge.twin_models.parser import Options, Resolver, parse_documents
+from twinforge.twin_models.values import (
     ValueProblem,
     validate_command_request,
     validate_telemetry,
@@ -83,6 +87,9 @@ def parse_models(
 
 
 __all__ = [
+    "PROPERTY",
+    "TELEMETRY",
+    "VALUE_KINDS",
     "Array",
     "Command",
     "CommandPayload",
@@ -110,6 +117,7 @@ __all__ = [
     "Resolver",
     "Schema",
     "Telemetry",
+    "ValueKind",
     "ValueProblem",
     "child_dtmi",
     "is_user_dtmi",

@@ -13,11 +13,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import cache
 
-from . import standard
-from .dtmi import local_name, major_version
-from .errors import ParsingError, parsing_error
-from .metamodel import ClassInfo, Constraint, Descendants, SiblingRule, language
-from .nodes import Node, Reference
+from twinforge.twin_models import standard
+from twinforge.twin_models.dtmi import local_name, major_version
+from twinforge.twin_models.errors import ParsingError, parsing_error
+from twinforge.twin_models.metamodel import (
+    ClassInfo,
+    Constraint,
+    Descendants,
+    SiblingRule,
+    language,
+)
+from twinforge.twin_models.nodes import Node, Reference
 
 
 def check_model(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from .metamodel import Extension, Language, language
+from twinforge.twin_models.metamodel import Extension, Language, language
 
 _VERSIONED_DTMI = re.compile(
     r"^dtmi:[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?(?::[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?)*;[1-9][0-9]{0,8}(?:#[A-Za-z]+)?$"

@@ -8,9 +8,16 @@ be recursive in DTDL v4, so the graph can hold cycles.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal
 
-from .dtmi import local_name
+from twinforge.twin_models.dtmi import local_name
+
+#: What a value of a twin is: a telemetry sample or a property value. One spelling from the
+#: wire to the write-ahead log and the history (MQTT's topic says ``properties``).
+ValueKind = Literal["telemetry", "property"]
+TELEMETRY: Final = "telemetry"
+PROPERTY: Final = "property"
+VALUE_KINDS: tuple[ValueKind, ...] = (TELEMETRY, PROPERTY)
 
 
 @dataclass(eq=False, repr=False, slots=True)

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import ParsingError, parsing_error
+from twinforge.twin_models.errors import ParsingError, parsing_error
 
 __all__ = ["MAX_INTERFACE_BYTES", "check_interface_sizes"]
 

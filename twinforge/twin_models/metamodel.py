@@ -16,7 +16,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from .dtmi import local_name
+from twinforge.twin_models.dtmi import local_name
 
 DTDL_VERSIONS = (2, 3, 4)
 _DATA = resources.files(__package__) / "metamodel"

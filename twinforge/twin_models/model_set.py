@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from typing import Any
 
-from . import elements as el
-from . import standard
-from .dtmi import local_name, major_version
-from .metamodel import ClassInfo, language
-from .nodes import Node
+from twinforge.twin_models import elements as el
+from twinforge.twin_models import standard
+from twinforge.twin_models.dtmi import local_name, major_version
+from twinforge.twin_models.metamodel import ClassInfo, language
+from twinforge.twin_models.nodes import Node
 
 # Python attribute for each DTDL property term, where the names differ.
 _ATTRIBUTES = {

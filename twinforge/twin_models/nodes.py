@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .context import ActiveContext
-from .metamodel import ClassInfo, Constraint
+from twinforge.twin_models.context import ActiveContext
+from twinforge.twin_models.metamodel import ClassInfo, Constraint
 
 
 @dataclass(slots=True)

@@ -16,13 +16,23 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from . import standard
-from .context import ActiveContext, ContextError, nested_context, top_level_context
-from .dtmi import child_dtmi, is_valid_dtmi
-from .errors import ModelParsingError, ParsingError, ResolutionError, parsing_error
-from .interface_size import check_interface_sizes
-from .metamodel import ClassInfo, Constraint, find_class, language
-from .nodes import Node, Reference
+from twinforge.twin_models import standard
+from twinforge.twin_models.context import (
+    ActiveContext,
+    ContextError,
+    nested_context,
+    top_level_context,
+)
+from twinforge.twin_models.dtmi import child_dtmi, is_valid_dtmi
+from twinforge.twin_models.errors import (
+    ModelParsingError,
+    ParsingError,
+    ResolutionError,
+    parsing_error,
+)
+from twinforge.twin_models.interface_size import check_interface_sizes
+from twinforge.twin_models.metamodel import ClassInfo, Constraint, find_class, language
+from twinforge.twin_models.nodes import Node, Reference
 
 Resolver = Callable[[list[str]], Iterable[str | dict[str, Any] | list[Any]] | None]
 
@@ -155,8 +165,12 @@ class _DocumentParser:
         constraints: tuple[Constraint, ...] | None,
         parent: Node | None,
         prop: str | None,
+        index: int = 0,
     ) -> Node | None:
-        """Parse one JSON object as a DTDL element; None when it cannot be."""
+        """Parse one JSON object as a DTDL element; None when it cannot be.
+
+        ``index`` is the object's place among the values of ``parent``'s ``prop``.
+        """
         where = (
             obj.get("@id") if isinstance(obj.get("@id"), str) else (parent.id if parent else None)
         )
@@ -204,7 +218,7 @@ class _DocumentParser:
                 primary_id=where,
             )
             return None
-        node_id = self.identifier(obj, ctx, cls, constraints, parent, prop, where)
+        node_id = self.identifier(obj, ctx, cls, constraints, parent, prop, where, index)
         if node_id is None:
             return None
         node = Node(
@@ -418,6 +432,7 @@ class _DocumentParser:
         parent: Node | None,
         prop: str | None,
         where: str | None,
+        index: int = 0,
     ) -> str | None:
         raw = obj.get("@id")
         if "@id" not in obj:
@@ -433,10 +448,11 @@ class _DocumentParser:
                 return None
             segment = None
             if plan.dtmi_segment is not None:
+                # The element's name, as the DTDL spec says; without a valid one (an error
+                # reported elsewhere) its index among the values, which no name can be (a
+                # name starts with a letter): the same on every parse of the same models.
                 value = obj.get(plan.dtmi_segment)
-                segment = (
-                    value if isinstance(value, str) and _NAME.fullmatch(value) else f"_{id(obj)}"
-                )
+                segment = value if isinstance(value, str) and _NAME.fullmatch(value) else str(index)
             return child_dtmi(parent.id, prop or "", segment)
         g = ctx.lang.globals
         max_length = g.identifier_max_length
@@ -766,7 +782,7 @@ class _DocumentParser:
         items = raw if isinstance(raw, list) else [raw]
         values: list[Any] = []
         plan = _plan(constraints)
-        for item in items:
+        for index, item in enumerate(items):
             if isinstance(item, str):
                 target = self.reference(node, term, item, constraints)
                 if target is None:
@@ -791,7 +807,7 @@ class _DocumentParser:
                         property=term,
                     )
                     return None
-                child = self.element(item, node.ctx, constraints, node, term)
+                child = self.element(item, node.ctx, constraints, node, term, index)
                 if child is None:
                     return None
                 values.append(child.id)
@@ -1065,7 +1081,7 @@ def parse_documents(
     Raises :class:`ModelParsingError` listing every rule broken, or
     :class:`ResolutionError` when references stay undefined.
     """
-    from .checks import check_model  # the cross-element pass
+    from twinforge.twin_models.checks import check_model  # the cross-element pass
 
     state = _State(options)
     pending: list[Any] = list(docs)  # what callers pass may be anything; checked below

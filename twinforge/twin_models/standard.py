@@ -10,16 +10,14 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from .dtmi import local_name
-from .metamodel import DTDL_VERSIONS, language
+from twinforge.twin_models.dtmi import local_name
+from twinforge.twin_models.metamodel import DTDL_VERSIONS, language
 
 DURATION = re.compile(
     r"^P(?!$)(?:(?:(?:(?:\d+Y)|(?:\d+\.\d+Y$))?(?:(?:\d+M)|(?:\d+\.\d+M$))?)|(?:(?:(?:\d+W)|(?:\d+\.\d+W$))?))"
     r"(?:(?:\d+D)|(?:\d+\.\d+D$))?(?:T(?!$)(?:(?:\d+H)|(?:\d+\.\d+H$))?(?:(?:\d+M)|(?:\d+\.\d+M$))?"
     r"(?:\d+(?:\.\d+)?S)?)?$"
 )
-
-GEOSPATIAL = ("point", "multiPoint", "lineString", "multiLineString", "polygon", "multiPolygon")
 
 
 @cache

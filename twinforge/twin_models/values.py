@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .elements import (
+from twinforge.twin_models.elements import (
     Array,
     Command,
     Component,
@@ -37,7 +37,7 @@ from .elements import (
     Schema,
     Telemetry,
 )
-from .standard import DURATION
+from twinforge.twin_models.standard import DURATION
 
 #: Values nested deeper than this are rejected rather than walked.
 MAX_DEPTH = 64
@@ -252,7 +252,8 @@ def _primitive(value: Any, name: str, path: str, out: list[ValueProblem]) -> Non
     elif name in _GEOJSON_TYPES:
         _geospatial(value, name, path, out)
     elif not isinstance(value, str):
-        out.append(ValueProblem(path, "type", f"expected a {name} string, got {_describe(value)}"))
+        expected = "a string" if name == "string" else f"a {name} string"
+        out.append(ValueProblem(path, "type", f"expected {expected}, got {_describe(value)}"))
     elif name in _STRING_FORMATS:
         if name != "string" and not _STRING_FORMATS[name](value):
             out.append(ValueProblem(path, "format", f"{_describe(value)} is not a valid {name}"))

@@ -6,14 +6,25 @@
 
 from __future__ import annotations
 
-from .alarms import ActiveAlarm, Alarm, AlarmSource
-from .audit import AuditEntry, AuditLog
-from .policy import CommandRule, Decision, PolicyError, SafetyPolicy, Verdict
-from .policy_config import SafetyPolicyConfig
-from .principal import ADMIN, DEFAULT_ROLES, ENGINEER, OPERATOR, VIEWER, Principal
-from .record import CommandRecord, CommandStatus
-from .service import ApprovalError, CommandNotFound, CommandService, StatusListener
-from .transport import CommandReply, CommandTransport
+from twinforge.auth.principal import ADMIN, DEFAULT_ROLES, ENGINEER, OPERATOR, VIEWER, Principal
+from twinforge.runtime.commands.alarms import ActiveAlarm, Alarm, AlarmSource
+from twinforge.runtime.commands.audit import AuditEntry, AuditLog
+from twinforge.runtime.commands.policy import (
+    CommandRule,
+    Decision,
+    PolicyError,
+    SafetyPolicy,
+    Verdict,
+)
+from twinforge.runtime.commands.policy_config import SafetyPolicyConfig
+from twinforge.runtime.commands.record import CommandRecord, CommandStatus
+from twinforge.runtime.commands.service import (
+    ApprovalError,
+    CommandNotFound,
+    CommandService,
+    StatusListener,
+)
+from twinforge.runtime.commands.transport import CommandReply, CommandTransport
 
 __all__ = [
     "ADMIN",

@@ -6,9 +6,8 @@ import json
 import re
 from typing import Any
 
+from twinforge.auth.principal import Principal
 from twinforge.twin_models import Command, ValueProblem, validate_value
-
-from .principal import Principal
 
 MAX_TWIN_ID_CHARS = 256
 _COMMAND_NAME = re.compile(r"^[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?$")

@@ -32,7 +32,7 @@ class ActiveAlarm(Protocol):
 
 
 class AlarmSource(Protocol):
-    """Whatever knows the alarms active on a twin right now (the asset actors, later)."""
+    """Whatever knows the alarms active on a twin right now (the asset fleet)."""
 
     def active_alarms(self, twin_id: str) -> Sequence[ActiveAlarm]:
         """The twin's active alarms; empty when there are none."""

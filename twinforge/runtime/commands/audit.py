@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from .record import CommandRecord
+from twinforge.lifecycle import Closing
+from twinforge.runtime.commands.record import CommandRecord
 
 __all__ = ["AuditEntry", "AuditLog"]
 
@@ -89,7 +89,7 @@ class AuditEntry:
     approver: str | None
 
 
-class AuditLog:
+class AuditLog(Closing):
     """Append-only command audit in a SQLite file (WAL), shareable between threads."""
 
     def __init__(self, path: str | Path) -> None:
@@ -193,17 +193,6 @@ class AuditLog:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @contextmanager
     def _locked(self) -> Iterator[sqlite3.Connection]:

@@ -21,13 +21,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from twinforge.auth.principal import DEFAULT_ROLES, VIEWER, Principal
+from twinforge.runtime.commands._paths import path_problem, values_at
+from twinforge.runtime.commands.alarms import ActiveAlarm, AlarmSource
+from twinforge.runtime.commands.policy_config import BoundsConfig, SafetyPolicyConfig
+from twinforge.runtime.commands.rate_limit import InvocationCounter
 from twinforge.twin_models import Command, Interface
-
-from ._paths import path_problem, values_at
-from .alarms import ActiveAlarm, AlarmSource
-from .policy_config import BoundsConfig, SafetyPolicyConfig
-from .principal import DEFAULT_ROLES, VIEWER, Principal
-from .rate_limit import InvocationCounter
 
 __all__ = [
     "Bounds",

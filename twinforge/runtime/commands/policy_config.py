@@ -36,9 +36,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from twinforge.auth.principal import VIEWER
 from twinforge.twin_models import is_valid_dtmi
-
-from .principal import VIEWER
 
 __all__ = [
     "BoundsConfig",

@@ -20,16 +20,21 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from twinforge.auth.principal import APPROVER_ROLES, Principal
+from twinforge.runtime.commands._requests import (
+    Refused,
+    check_ids,
+    check_response,
+    describe,
+    own_copy,
+)
+from twinforge.runtime.commands.alarms import AlarmSource
+from twinforge.runtime.commands.audit import AuditLog
+from twinforge.runtime.commands.policy import Decision, SafetyPolicy, Verdict
+from twinforge.runtime.commands.rate_limit import InvocationCounter
+from twinforge.runtime.commands.record import CommandRecord, CommandStatus
+from twinforge.runtime.commands.transport import CommandReply, CommandTransport
 from twinforge.twin_models import Command, Interface, validate_command_request
-
-from ._requests import Refused, check_ids, check_response, describe, own_copy
-from .alarms import AlarmSource
-from .audit import AuditLog
-from .policy import Decision, SafetyPolicy, Verdict
-from .principal import APPROVER_ROLES, Principal
-from .rate_limit import InvocationCounter
-from .record import CommandRecord, CommandStatus
-from .transport import CommandReply, CommandTransport
 
 __all__ = ["ApprovalError", "CommandNotFound", "CommandService", "StatusListener"]
 

@@ -5,7 +5,7 @@ SQLite under the data dir by default, PostgreSQL when ``TWINFORGE_HISTORY_URL`` 
 """
 
 from twinforge.runtime.history.batching import BatchingWriter, BufferFullError
-from twinforge.runtime.history.point import HistoryPoint, Kind
+from twinforge.runtime.history.point import HistoryPoint
 from twinforge.runtime.history.store import HistoryStore, open_history_store
 
 __all__ = [
@@ -13,6 +13,5 @@ __all__ = [
     "BufferFullError",
     "HistoryPoint",
     "HistoryStore",
-    "Kind",
     "open_history_store",
 ]

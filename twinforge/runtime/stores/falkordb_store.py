@@ -14,7 +14,7 @@ from falkordb.query_result import QueryResult
 
 from twinforge.runtime.stores import _falkordb_params
 from twinforge.runtime.stores.base import GraphStoreError, check_identifier
-from twinforge.runtime.stores.embedded_falkordb import EmbeddedFalkorDB
+from twinforge.runtime.stores.embedded_falkordb import EmbeddedFalkorDB, RunningFalkorDB
 
 __all__ = ["FalkorDBStore"]
 
@@ -25,7 +25,9 @@ class FalkorDBStore:
     """One graph (a redis key, ``graph_name``) on a FalkorDB server, reached by
     ``unix_socket`` when given, else by ``host`` and ``port``.
 
-    ``server`` is an embedded server this store owns: :meth:`close` stops it too. The
+    ``server`` is an embedded server this store owns: :meth:`close` stops it too.
+    ``shared`` is set when the store uses another process's embedded server instead
+    (``open_graph_store(..., share_running=True)``); :meth:`close` leaves that running. The
     store is safe to share between threads (the client keeps a connection pool).
     """
 
@@ -41,8 +43,10 @@ class FalkorDBStore:
         username: str | None = None,
         password: str | None = None,
         server: EmbeddedFalkorDB | None = None,
+        shared: RunningFalkorDB | None = None,
     ) -> None:
         self.server = server
+        self.shared = shared
         where = unix_socket or f"{host}:{port}"
         try:
             self._db = FalkorDB(

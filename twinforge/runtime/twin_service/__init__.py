@@ -1,7 +1,7 @@
 """The twin service: DTDL models, twins, relationships, queries and bulk import on a graph
 store, behaving as users of Azure Digital Twins expect (ETags, JSON Patch, $metadata)."""
 
-from .errors import (
+from twinforge.runtime.twin_service.errors import (
     AlreadyExists,
     Conflict,
     NotFound,
@@ -11,10 +11,17 @@ from .errors import (
     TwinServiceError,
     ValidationFailed,
 )
-from .import_job import ImportReport, LineError, import_ndjson
-from .models import ModelCatalog, StoredModel
-from .queries import Op, Predicate, Traversal, TwinQuery, check_read_only, compile_query
-from .service import Page, TwinService
+from twinforge.runtime.twin_service.import_job import ImportReport, LineError, import_ndjson
+from twinforge.runtime.twin_service.models import ModelCatalog, StoredModel
+from twinforge.runtime.twin_service.queries import (
+    Op,
+    Predicate,
+    Traversal,
+    TwinQuery,
+    check_read_only,
+    compile_query,
+)
+from twinforge.runtime.twin_service.service import Page, TwinService
 
 __all__ = [
     "AlreadyExists",

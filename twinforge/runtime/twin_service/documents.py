@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import invalid
+from twinforge.runtime.twin_service.errors import invalid
 
 MAX_ID_LENGTH = 128
 MAX_DOCUMENT_BYTES = 1_000_000  # larger twins belong in the history store or a blob

@@ -5,7 +5,10 @@ Sections, each opened by a ``{"Section": "..."}`` line: ``Header`` (one metadata
 document per line, ``$dtId`` and ``$metadata.$model``), ``Relationships`` (``$dtId`` of
 the source, ``$relationshipId``, ``$targetId``, ``$relationshipName``, properties). Each
 line is checked on its own; bad lines are reported with their number and the rest is
-imported, in batches.
+imported, in batches. The report lists the refused lines in file order. A section that is
+unknown or out of order is refused on its ``{"Section": ...}`` line, and its lines are
+skipped (counted in that error), never read as part of the section before it. A file with
+no lines at all is refused.
 """
 
 from __future__ import annotations
@@ -18,12 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twinforge.runtime.events import EventKind
-
-from . import documents as docs
-from .errors import TwinServiceError
-from .relationships import RelationshipRecord, build_relationship
-from .service import TwinService
-from .twins import TwinRecord, build_twin
+from twinforge.runtime.twin_service import documents as docs
+from twinforge.runtime.twin_service.errors import TwinServiceError
+from twinforge.runtime.twin_service.relationships import RelationshipRecord, build_relationship
+from twinforge.runtime.twin_service.service import TwinService
+from twinforge.runtime.twin_service.twins import TwinRecord, build_twin
 
 SECTIONS = ("Header", "Models", "Twins", "Relationships")
 MAX_LINE_BYTES = 2_000_000
@@ -49,6 +51,14 @@ class ImportReport:
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    def summary(self) -> str:
+        """``imported 11 models, 24 twins, 1 relationship; 2 lines refused``."""
+        return (
+            f"imported {_count(self.models, 'model')}, {_count(self.twins, 'twin')}, "
+            f"{_count(self.relationships, 'relationship')}; "
+            f"{_count(len(self.errors), 'line')} refused"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,8 +99,14 @@ class _Importer:
     # -- sections ----------------------------------------------------------------------
     def run(self, lines: Iterable[str | bytes]) -> ImportReport:
         section: str | None = None
+        # A section refused on its heading line: (line number, name, lines skipped).
+        skipping: list[Any] | None = None
+        anything = False
         for number, raw in enumerate(lines, start=1):
             if len(raw) > MAX_LINE_BYTES:
+                if skipping is not None:
+                    skipping[2] += 1
+                    continue
                 self.fail(
                     number,
                     section or "",
@@ -101,28 +117,31 @@ class _Importer:
                 continue
             if not raw.strip():
                 continue
+            anything = True
             try:
                 value = json.loads(raw)
             except ValueError as exc:
+                if skipping is not None:
+                    skipping[2] += 1
+                    continue
                 self.fail(number, section or "", None, f"not JSON: {exc}", "invalidJson")
                 continue
             if isinstance(value, dict) and set(value) == {"Section"}:
                 name = value["Section"]
+                self.end_skipped(skipping)
+                skipping = None
                 if name not in SECTIONS or (
                     section is not None and SECTIONS.index(name) <= SECTIONS.index(section)
                 ):
-                    self.fail(
-                        number,
-                        section or "",
-                        None,
-                        f"section {name!r} is unknown or out of order ({', '.join(SECTIONS)})",
-                        "section",
-                    )
+                    # Its lines are not the previous section's: skip them, counted.
+                    skipping = [number, name, 0]
                     continue
                 self.end_section(section)
                 section = name
                 continue
-            if section is None:
+            if skipping is not None:
+                skipping[2] += 1
+            elif section is None:
                 self.fail(
                     number, "", None, 'the file must start with {"Section": "Header"}', "section"
                 )
@@ -136,8 +155,39 @@ class _Importer:
                 self.relationship_lines.append((number, value))
                 if len(self.relationship_lines) >= self.batch_size:
                     self.flush_relationships()
+        self.end_skipped(skipping)
         self.end_section(section)
+        if not anything:
+            self.fail(
+                1,
+                "",
+                None,
+                'the file is empty: an import file starts with {"Section": "Header"}, then '
+                "holds Models, Twins and Relationships sections",
+                "empty",
+            )
+        self.report.errors.sort(key=lambda e: e.line)  # flushed in batches, so out of order
         return self.report
+
+    def end_skipped(self, skipping: list[Any] | None) -> None:
+        if skipping is None:
+            return
+        number, name, skipped = skipping
+        known = name in SECTIONS
+        self.fail(
+            number,
+            name if isinstance(name, str) else "",
+            None,
+            f"section {name!r} is "
+            + ("out of order" if known else "unknown")
+            + f": sections are {', '.join(SECTIONS)}, in that order, each once; "
+            + (
+                f"its {_count(skipped, 'line')} {'was' if skipped == 1 else 'were'} skipped"
+                if skipped
+                else "it is empty"
+            ),
+            "section",
+        )
 
     def end_section(self, section: str | None) -> None:
         if section == "Models":
@@ -303,6 +353,10 @@ class _Importer:
         taken.add((source, record.id))
         counts[source, record.name] += 1
         return record
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def import_ndjson(

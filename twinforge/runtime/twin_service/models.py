@@ -15,6 +15,15 @@ from typing import Any
 
 from twinforge.runtime.events import EventBus, EventKind
 from twinforge.runtime.stores import GraphStore
+from twinforge.runtime.twin_service import documents as docs
+from twinforge.runtime.twin_service.errors import (
+    AlreadyExists,
+    Conflict,
+    NotFound,
+    Problem,
+    ValidationFailed,
+    invalid,
+)
 from twinforge.twin_models import (
     Interface,
     ModelParsingError,
@@ -23,9 +32,6 @@ from twinforge.twin_models import (
     parse_models,
 )
 from twinforge.twin_models.dtmi import is_valid_dtmi
-
-from . import documents as docs
-from .errors import AlreadyExists, Conflict, NotFound, Problem, ValidationFailed, invalid
 
 MAX_MODELS_PER_UPLOAD = 1000
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from . import documents as docs
-from .errors import QueryRejected, invalid
+from twinforge.runtime.twin_service import documents as docs
+from twinforge.runtime.twin_service.errors import QueryRejected, invalid
 
 MAX_HOPS = 10
 MAX_LIMIT = 1000

@@ -6,10 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from twinforge.runtime.twin_service import documents as docs
+from twinforge.runtime.twin_service.errors import Problem, ValidationFailed, invalid
 from twinforge.twin_models import Interface, validate_value
-
-from . import documents as docs
-from .errors import Problem, ValidationFailed, invalid
 
 
 @dataclass(slots=True)

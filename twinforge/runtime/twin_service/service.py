@@ -14,13 +14,18 @@ from twinforge.runtime.events import EventBus, EventKind
 from twinforge.runtime.history import BatchingWriter, HistoryPoint
 from twinforge.runtime.stores import GraphStore
 from twinforge.runtime.topology import Edge, TopologyView
-
-from . import documents as docs
-from .errors import AlreadyExists, Conflict, NotFound, PreconditionFailed, invalid
-from .models import ModelCatalog
-from .queries import TwinQuery, check_read_only, compile_query
-from .relationships import RelationshipRecord, build_relationship
-from .twins import TwinRecord, apply_patch, build_twin
+from twinforge.runtime.twin_service import documents as docs
+from twinforge.runtime.twin_service.errors import (
+    AlreadyExists,
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    invalid,
+)
+from twinforge.runtime.twin_service.models import ModelCatalog
+from twinforge.runtime.twin_service.queries import TwinQuery, check_read_only, compile_query
+from twinforge.runtime.twin_service.relationships import RelationshipRecord, build_relationship
+from twinforge.runtime.twin_service.twins import TwinRecord, apply_patch, build_twin
 
 # Optimistic retries for patches without If-Match; jittered so racing writers spread out.
 _PATCH_RETRIES = 30

@@ -9,11 +9,10 @@ from typing import Any
 
 import jsonpatch
 
+from twinforge.runtime.twin_service import documents as docs
+from twinforge.runtime.twin_service.errors import Problem, ValidationFailed, invalid
+from twinforge.runtime.twin_service.models import ModelCatalog
 from twinforge.twin_models import Interface, validate_twin_properties
-
-from . import documents as docs
-from .errors import Problem, ValidationFailed, invalid
-from .models import ModelCatalog
 
 
 @dataclass(slots=True)

@@ -1,0 +1,1 @@
+"""OPC UA (asyncua): node mapping, telemetry subscriptions and method calls for commands."""
