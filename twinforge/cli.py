@@ -366,10 +366,7 @@ def serve(
     if plant is not None:
         with _twin_service() as service, plant.open(encoding="utf-8") as lines:
             report = import_ndjson(service, lines)
-        typer.echo(
-            f"imported {plant}: {report.models} models, {report.twins} twins, "
-            f"{report.relationships} relationships, {len(report.errors)} lines refused"
-        )
+        typer.echo(f"{plant}: {report.summary()}")
     _run(TwinServer(dashboard=dashboard), duration)
 
 
