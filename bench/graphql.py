@@ -925,7 +925,7 @@ def main() -> None:
         layout = sample_plant(equipment=args.equipment)
         plant = workdir / "plant.ndjson"
         plant.write_text(layout.to_import_ndjson(), encoding="utf-8")
-        broker, mqtt_port = start_mosquitto(workdir)
+        broker, mqtt_port, _tls_port = start_mosquitto(workdir)
         env = os.environ | {
             "TWINFORGE_DATA_DIR": str(workdir / "data"),
             "TWINFORGE_MQTT_URL": f"mqtt://127.0.0.1:{mqtt_port}",

@@ -15,15 +15,21 @@ under 8 GiB.
     uv run python bench/ingest.py [--assets 1000] [--rate 20000] [--seconds 60] [--spy 10]
 
 The last line is JSON: {"msgs_per_s": ..., "lost": ..., "p99_ms": ..., "rss_per_asset_mb": ...}.
+
+``--tls`` runs the same load twice back to back, ingest on a plain listener then on a TLS
+listener with a password (certificates made here), and prints ``tls_ratio`` (TLS msgs/s
+over plain msgs/s; goal at least 0.8) and both lost counts.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import getpass
 import json
 import multiprocessing
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -40,9 +46,11 @@ import paho.mqtt.client as mqtt
 from mqtt_load import CHUNK, LoadResult, publish_load
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from tls_certificates import TlsFiles, make_certificates
 
 from twinforge.actors.asset_host import HostConfig
 from twinforge.actors.fleet import DEFAULT_ASSETS_PER_HOST, AssetFleet
+from twinforge.connectivity.mqtt.endpoint import MqttEndpoint, parse_mqtt_url
 from twinforge.connectivity.mqtt.telemetry import MqttIngest
 from twinforge.ingest.dead_letters import DeadLetterStore
 from twinforge.ingest.pipeline import IngestPipeline
@@ -53,6 +61,10 @@ from twinforge.twin_models import parse_models
 from twinforge.twin_models.elements import PrimitiveSchema
 
 GOALS = {"msgs_per_s": 20_000, "lost": 0, "p99_ms": 100.0}
+#: With --tls: TLS throughput at least 0.8 of plain, back to back, nothing lost either way.
+TLS_GOALS = {"tls_ratio": 0.8, "tls_lost": 0, "plain_lost": 0}
+#: The login of the TLS listener a --tls run starts (a throwaway broker).
+TLS_USER, TLS_PASSWORD = "twinforge", secrets.token_urlsafe(16)
 
 
 class RecordingMetrics(ServerMetrics):
@@ -175,28 +187,51 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen, int]:
+def start_mosquitto(
+    workdir: Path, tls: TlsFiles | None = None
+) -> tuple[subprocess.Popen, int, int | None]:
+    """Mosquitto on a free port, plus (``tls``) a TLS listener that wants the password
+    of :data:`TLS_USER`: the process and both ports."""
     port = free_port()
     config = workdir / "mosquitto.conf"
     # No limit on queued QoS 1 messages: the default (1,000 per client) drops messages
     # for a subscriber that falls behind even briefly; see deploy/mosquitto.conf.
-    config.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
-        "max_inflight_messages 0\npersistence false\n"
+    text = (
+        "max_queued_messages 0\nmax_inflight_messages 0\npersistence false\n"
+        # Run as us: started as root, Mosquitto would switch to its own user, which
+        # cannot read the owner-only key and password files made here.
+        f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous true\n"
     )
+    tls_port = None
+    if tls is not None:
+        tls_port = free_port()
+        passwords = workdir / "passwords"
+        passwords.write_text(f"{TLS_USER}:{TLS_PASSWORD}\n")
+        passwords.chmod(0o600)
+        subprocess.run(["/usr/bin/mosquitto_passwd", "-U", str(passwords)], check=True)
+        # Per listener: the plain one stays anonymous for the load generator.
+        text = (
+            f"per_listener_settings true\n{text}listener {tls_port} 127.0.0.1\n"
+            f"certfile {tls.server.cert}\nkeyfile {tls.server.key}\ncafile {tls.ca}\n"
+            f"allow_anonymous false\npassword_file {passwords}\n"
+        )
+    config.write_text(text)
     broker = subprocess.Popen(
         [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(config)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    waiting = [p for p in (port, tls_port) if p is not None]
+    while waiting and time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return broker, port
+            socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.2).close()
+            waiting.pop(0)
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError("mosquitto did not start")
+    if waiting:
+        raise RuntimeError("mosquitto did not start")
+    return broker, port, tls_port
 
 
 def telemetry_topics(assets: int) -> tuple[dict[str, str], list[tuple[str, list[str]]]]:
@@ -278,6 +313,79 @@ def baseline(host: str, port: int, topics, rate: float, seconds: float) -> float
     return received / elapsed
 
 
+def measure(
+    args: argparse.Namespace,
+    fleet: AssetFleet,
+    twins: dict[str, str],
+    topics,
+    endpoint: MqttEndpoint,
+    load_port: int,
+    run_dir: Path,
+) -> tuple[dict[str, object], dict[str, float], LoadResult]:
+    """One load through ingest at ``endpoint`` into ``fleet``: its figures, the CPU
+    seconds per process kind over the run, and the load generator's result."""
+    models = parse_models([json.dumps(d) for d in load_factory_models()])
+    metrics = RecordingMetrics()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with DeadLetterStore(run_dir / "dead.sqlite3") as letters:
+        pipeline = IngestPipeline(
+            TelemetryValidator(twins.get, models.interface), fleet, letters, metrics
+        )
+        ingest = MqttIngest(pipeline, endpoint, session_expiry_s=60).start()
+        gc.collect()  # as the server does once started: full collections skip all that
+        gc.freeze()
+        cpu_before = cpu_seconds()
+        process, queue = start_load(
+            endpoint.host, load_port, topics, args.rate, args.seconds, args.chunk
+        )
+        if args.spy:
+            (run_dir / "spy").mkdir()
+            pids = {"ingest": os.getpid(), "host-0": fleet.stats()[0]["pid"]}
+            spying = spy(pids, args.spy, run_dir / "spy")
+        result: LoadResult = queue.get()
+        process.join()
+        load_end = time.monotonic()
+        # Drain the backlog; give up only when nothing arrives for 30 s (then what is
+        # missing is lost, not late).
+        done, progress_at = 0, time.monotonic()
+        while pipeline.accepted + pipeline.rejected < result.acked:
+            if pipeline.accepted + pipeline.rejected > done:
+                done, progress_at = pipeline.accepted + pipeline.rejected, time.monotonic()
+            elif time.monotonic() - progress_at > 30:
+                break
+            time.sleep(0.05)
+        drained = time.monotonic() - load_end
+        cpu_after = cpu_seconds()
+        ingest.stop()
+        pipeline.close()
+    durable = pipeline.accepted
+    latencies = np.array(metrics.latencies) * 1000
+    figures: dict[str, object] = {
+        "msgs_per_s": round(durable / (result.seconds + drained)),
+        "offered_per_s": round(result.sent / result.seconds),
+        "lost": result.acked - durable - pipeline.rejected,
+        "rejected": pipeline.rejected,
+        "p50_ms": round(float(np.percentile(latencies, 50)), 1) if len(latencies) else None,
+        "p99_ms": round(float(np.percentile(latencies, 99)), 1) if len(latencies) else None,
+    }
+    print(
+        f"{endpoint.url}: published {result.sent:,} in {result.seconds:.1f} s (broker acked"
+        f" {result.acked:,}); durable in actors {durable:,}; drained {drained:.1f} s after"
+        " the load ended"
+    )
+    window = result.seconds + drained
+    cpu = {kind: after - cpu_before.get(kind, 0.0) for kind, after in cpu_after.items()}
+    for kind, used in sorted(cpu.items()):
+        print(f"cpu {kind}: {used:.1f} s ({used / window:.0%} of one core)")
+    print(f"cpu load generator: {result.cpu_s:.1f} s")
+    if args.timeline:
+        print_timeline(metrics)
+    if args.spy:
+        spying.join()
+        print_spy(run_dir / "spy")
+    return figures, cpu, result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--assets", type=int, default=1000, help="equipment twins")
@@ -286,6 +394,12 @@ def main() -> None:
     parser.add_argument("--assets-per-host", type=int, default=DEFAULT_ASSETS_PER_HOST)
     parser.add_argument("--baseline-seconds", type=float, default=10)
     parser.add_argument("--broker", help="mqtt://host:port (default: start a Mosquitto here)")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="run the load twice, ingest over plain MQTT then over TLS with a password,"
+        " and print tls_ratio (a Mosquitto started here; not with --broker)",
+    )
     parser.add_argument(
         "--chunk",
         type=int,
@@ -299,20 +413,27 @@ def main() -> None:
         "--spy", type=float, default=0, help="sample this process and a host with py-spy (s)"
     )
     args = parser.parse_args()
+    if args.tls and args.broker:
+        parser.error("--tls starts its own Mosquitto (with certificates made here): drop --broker")
 
     workdir = Path(tempfile.mkdtemp(prefix="twinforge-bench-ingest-"))
     broker = None
+    tls_files = make_certificates(workdir / "certs") if args.tls else None
+    tls_port = None
     if args.broker:
-        host, _, port_text = args.broker.removeprefix("mqtt://").partition(":")
-        port = int(port_text or 1883)
+        endpoint = parse_mqtt_url(args.broker)
     else:
-        broker, port = start_mosquitto(workdir)
-        host = "127.0.0.1"
+        broker, port, tls_port = start_mosquitto(workdir, tls_files)
+        endpoint = MqttEndpoint("127.0.0.1", port)
     try:
         twins, topics = telemetry_topics(args.assets)
         print(f"plant: {len(twins)} twins, {len(topics)} publishing equipment")
-        base = baseline(host, port, topics, args.rate * 2, args.baseline_seconds)
-        print(f"baseline: bare paho subscriber takes {base:,.0f} msgs/s")
+        base = None
+        if not args.tls:  # with --tls, the plain run is the baseline
+            base = baseline(
+                endpoint.host, endpoint.port, topics, args.rate * 2, args.baseline_seconds
+            )
+            print(f"baseline: bare paho subscriber takes {base:,.0f} msgs/s")
 
         import ray
 
@@ -326,75 +447,50 @@ def main() -> None:
             f"fleet: {len(twins)} assets on {len(stats)} host processes in "
             f"{time.perf_counter() - started:.1f} s, {rss:,.0f} MB RSS"
         )
-        models = parse_models([json.dumps(d) for d in load_factory_models()])
-        metrics = RecordingMetrics()
-        with DeadLetterStore(workdir / "dead.sqlite3") as letters:
-            pipeline = IngestPipeline(
-                TelemetryValidator(twins.get, models.interface), fleet, letters, metrics
+        figures, _cpu, _result = measure(
+            args, fleet, twins, topics, endpoint, endpoint.port, workdir / "plain"
+        )
+        if tls_files is not None and tls_port is not None:
+            # The load generator stays on the plain listener: what is measured is the
+            # server's side of TLS, its one connection to the broker.
+            secure = MqttEndpoint(
+                "127.0.0.1",
+                tls_port,
+                tls=True,
+                ca_file=tls_files.ca,
+                username=TLS_USER,
+                password=TLS_PASSWORD,
             )
-            ingest = MqttIngest(pipeline, host, port, session_expiry_s=60).start()
-            gc.collect()  # as the server does once started: full collections skip all that
-            gc.freeze()
-            cpu_before = cpu_seconds()
-            process, queue = start_load(host, port, topics, args.rate, args.seconds, args.chunk)
-            if args.spy:
-                (workdir / "spy").mkdir()
-                pids = {"ingest": os.getpid(), "host-0": stats[0]["pid"]}
-                spying = spy(pids, args.spy, workdir / "spy")
-            result: LoadResult = queue.get()
-            process.join()
-            load_end = time.monotonic()
-            # Drain the backlog; give up only when nothing arrives for 30 s (then what is
-            # missing is lost, not late).
-            done, progress_at = 0, time.monotonic()
-            while pipeline.accepted + pipeline.rejected < result.acked:
-                if pipeline.accepted + pipeline.rejected > done:
-                    done, progress_at = pipeline.accepted + pipeline.rejected, time.monotonic()
-                elif time.monotonic() - progress_at > 30:
-                    break
-                time.sleep(0.05)
-            drained = time.monotonic() - load_end
-            cpu_after = cpu_seconds()
-            ingest.stop()
-            pipeline.close()
-        durable = pipeline.accepted
-        held = sum(s["messages"] for s in fleet.stats())
+            tls_figures, _tls_cpu, _ = measure(
+                args, fleet, twins, topics, secure, endpoint.port, workdir / "tls"
+            )
+            plain_rate = figures["msgs_per_s"]
+            figures = {
+                "tls_ratio": round(tls_figures["msgs_per_s"] / max(plain_rate, 1), 3),  # type: ignore[operator]
+                "tls_msgs_per_s": tls_figures["msgs_per_s"],
+                "tls_lost": tls_figures["lost"],
+                "tls_p99_ms": tls_figures["p99_ms"],
+                "plain_msgs_per_s": plain_rate,
+                "plain_lost": figures["lost"],
+                "plain_p99_ms": figures["p99_ms"],
+                "offered_per_s": figures["offered_per_s"],
+            }
+            goals = TLS_GOALS
+        else:
+            goals = GOALS
         stats = fleet.stats()
         rss = sum(s["rss_mb"] for s in stats)
         fleet.close()
         ray.shutdown()
-        lost = result.acked - durable - pipeline.rejected
-        latencies = np.array(metrics.latencies) * 1000
-        figures = {
-            "msgs_per_s": round(durable / (result.seconds + drained)),
-            "offered_per_s": round(result.sent / result.seconds),
-            "lost": lost,
-            "rejected": pipeline.rejected,
-            "p50_ms": round(float(np.percentile(latencies, 50)), 1) if len(latencies) else None,
-            "p99_ms": round(float(np.percentile(latencies, 99)), 1) if len(latencies) else None,
-            "rss_per_asset_mb": round(rss / len(twins), 3),
-            "host_processes": len(stats),
-            "baseline_paho_msgs_per_s": round(base),
-        }
-        print(
-            f"published {result.sent:,} in {result.seconds:.1f} s (broker acked {result.acked:,}); "
-            f"durable in actors {durable:,} (asset state holds {held:,}); drained "
-            f"{drained:.1f} s after the load ended"
-        )
-        window = result.seconds + drained
-        for kind, after in sorted(cpu_after.items()):
-            used = after - cpu_before.get(kind, 0.0)
-            print(f"cpu {kind}: {used:.1f} s ({used / window:.0%} of one core)")
-        print(f"cpu load generator: {result.cpu_s:.1f} s")
-        for name, goal in GOALS.items():
+        figures["rss_per_asset_mb"] = round(rss / len(twins), 3)
+        figures["host_processes"] = len(stats)
+        if base is not None:
+            figures["baseline_paho_msgs_per_s"] = round(base)
+        for name, goal in goals.items():
             value = figures[name]
-            ok = value is not None and (value >= goal if name == "msgs_per_s" else value <= goal)
+            higher = name in ("msgs_per_s", "tls_ratio")
+            ok = value is not None and (value >= goal if higher else value <= goal)  # type: ignore[operator]
             print(f"{name}: {value} (goal {goal}) {'met' if ok else 'NOT MET'}")
-        if args.timeline:
-            print_timeline(metrics)
-        if args.spy:
-            spying.join()
-            print_spy(workdir / "spy")
         print(json.dumps(figures))
     finally:
         if broker is not None:

@@ -6,14 +6,16 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from twinforge import __version__
 
 if TYPE_CHECKING:
+    from twinforge.audit import AuditTrail
     from twinforge.auth.api_keys import ApiKeyStore
+    from twinforge.auth.devices import DeviceStore
     from twinforge.runtime.twin_service import TwinService
     from twinforge.server import TwinServer
 
@@ -26,7 +28,9 @@ app = typer.Typer(
         "models: check DTDL model files before loading them. graph: import into and query "
         "the twin graph (embedded FalkorDB unless TWINFORGE_GRAPH_URL names a server). "
         "serve: run the server: live asset actors on Ray fed by MQTT and OPC UA, and the "
-        "GraphQL API. demo: the sample factory, everything embedded. keys: API keys."
+        "GraphQL API. demo: the sample factory, everything embedded. keys: API keys. "
+        "tokens: JWTs. "
+        "devices: MQTT credentials of plant devices. audit: verify and show the audit trail."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -411,10 +415,16 @@ def _run(server: TwinServer, duration: float | None) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        status = server.status()
         server.stop()
-        if status:
-            typer.echo(f"stopped: {json.dumps(status)}")
+        if status := server.status():  # the counts once MQTT has disconnected
+            typer.echo(f"stopped: {_stop_line(status)}")
+
+
+def _stop_line(status: dict[str, int]) -> str:
+    """``received 2904, accepted 2901, rejected 0, left for redelivery 3``: every message
+    received is accepted, rejected (dead-lettered) or left for the broker to redeliver."""
+    names = ("received", "accepted", "rejected", "left_for_redelivery", "dead_letters_dropped")
+    return ", ".join(f"{name.replace('_', ' ')} {status[name]}" for name in names)
 
 
 keys_app = typer.Typer(
@@ -430,16 +440,31 @@ def keys_create(
     role: Annotated[
         list[str], typer.Option(help="viewer, operator, engineer or admin (repeatable).")
     ],
+    expires_in: Annotated[
+        str | None,
+        typer.Option(help="How long the key lives: 90m, 12h, 30d, 2w. Default: until revoked."),
+    ] = None,
 ) -> None:
     """Create an API key; prints its secret, which is shown only this once."""
+    from datetime import UTC, datetime
+
+    from twinforge.auth.durations import parse_duration
     from twinforge.auth.errors import InvalidInput
 
     try:
+        expires = None
+        if expires_in is not None:
+            expires = datetime.now(UTC) + parse_duration(expires_in, field="--expires-in")
         with contextlib.closing(_key_store()) as store:
-            issued = store.create(name, role)
+            issued = store.create(name, role, expires=expires)
     except InvalidInput as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    _audit(
+        "key.create",
+        f"key:{issued.key_id}",
+        {"name": name, "roles": sorted(role), "expires_in": expires_in},
+    )
     typer.echo(issued.secret)
 
 
@@ -448,17 +473,26 @@ def keys_list() -> None:
     """List API keys (never their secrets)."""
     with contextlib.closing(_key_store()) as store:
         for key in store.list():
-            state = "revoked" if key.revoked else "active"
-            typer.echo(f"{key.key_id}  {key.name}  {','.join(sorted(key.roles))}  {state}")
+            state = "revoked" if key.revoked else "expired" if key.expired() else "active"
+            until = f"  until {key.expires:%Y-%m-%dT%H:%M:%SZ}" if key.expires else ""
+            roles = ",".join(sorted(key.roles))
+            typer.echo(f"{key.key_id}  {key.name}  {roles}  {state}{until}")
 
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> None:
     """Revoke an API key: requests with it fail from now on (a running server included)."""
     with contextlib.closing(_key_store()) as store:
-        if not store.revoke(key_id):
-            typer.echo(f"error: no key {key_id}", err=True)
-            raise typer.Exit(1)
+        revoked = store.revoke(key_id)
+    _revoked("key.revoke", f"key:{key_id}", revoked, f"no key {key_id}")
+
+
+def _revoked(action: str, target: str, revoked: bool, missing: str) -> None:
+    """Audit a revocation; exit 1 saying ``missing`` when there was nothing to revoke."""
+    _audit(action, target, outcome="ok" if revoked else "not found")
+    if not revoked:
+        typer.echo(f"error: {missing}", err=True)
+        raise typer.Exit(1)
 
 
 def _key_store() -> ApiKeyStore:
@@ -466,6 +500,153 @@ def _key_store() -> ApiKeyStore:
     from twinforge.config import get_settings
 
     return ApiKeyStore.in_data_dir(get_settings().data_dir)
+
+
+tokens_app = typer.Typer(
+    help="JWT bearer tokens of the GraphQL API (issued ones listed by jti in TWINFORGE_DATA_DIR).",
+    no_args_is_help=True,
+)
+app.add_typer(tokens_app, name="tokens")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(jti: Annotated[str, typer.Argument(help="The token's jti claim.")]) -> None:
+    """Revoke a token: requests and open subscriptions with it fail from now on (a
+    running server included)."""
+    from twinforge.auth.token_revocations import TokenRevocations
+    from twinforge.config import get_settings
+
+    with contextlib.closing(TokenRevocations.in_data_dir(get_settings().data_dir)) as tokens:
+        revoked = tokens.revoke(jti)
+    _revoked("token.revoke", f"token:{jti}", revoked, f"no live token {jti}")
+
+
+devices_app = typer.Typer(
+    help="Embedded-broker MQTT credentials of plant devices (stored hashed in TWINFORGE_DATA_DIR).",
+    no_args_is_help=True,
+)
+app.add_typer(devices_app, name="devices")
+
+
+@devices_app.command("create")
+def devices_create(
+    name: Annotated[str, typer.Argument(help="Which device the credential is for (unique).")],
+    twin: Annotated[list[str], typer.Option(help="A twin id the device reports for (repeatable).")],
+) -> None:
+    """Create a device credential; prints its MQTT username and its password, which is
+    shown only this once. The device's client id must be the username or start with
+    the username and "-"."""
+    from twinforge.auth.errors import InvalidInput
+
+    try:
+        with contextlib.closing(_device_store()) as store:
+            issued = store.create(name, twin)
+    except InvalidInput as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    _audit(
+        "device.create",
+        f"device:{issued.credential.id}",
+        {"name": name, "twins": sorted(issued.credential.twins)},
+    )
+    typer.echo(f"username: {issued.credential.id}")
+    typer.echo(f"password: {issued.password}")
+
+
+@devices_app.command("list")
+def devices_list() -> None:
+    """List device credentials (never their passwords)."""
+    with contextlib.closing(_device_store()) as store:
+        for credential in store.list():
+            state = "revoked" if credential.revoked else "active"
+            twins = ",".join(sorted(credential.twins)) or "-"
+            typer.echo(f"{credential.id}  {credential.name}  {credential.kind}  {twins}  {state}")
+
+
+@devices_app.command("revoke")
+def devices_revoke(
+    credential_id: Annotated[str, typer.Argument(help="The credential's id (its username).")],
+) -> None:
+    """Revoke a device credential: a running embedded broker closes its connections
+    within seconds and refuses it from then on."""
+    with contextlib.closing(_device_store()) as store:
+        revoked = store.revoke(credential_id)
+    _revoked(
+        "device.revoke",
+        f"device:{credential_id}",
+        revoked,
+        f"no active device credential {credential_id}",
+    )
+
+
+def _device_store() -> DeviceStore:
+    from twinforge.auth.devices import DeviceStore
+    from twinforge.config import get_settings
+
+    return DeviceStore.in_data_dir(get_settings().data_dir)
+
+
+audit_app = typer.Typer(
+    help="The hash-chained audit trail of security-relevant acts in TWINFORGE_DATA_DIR.",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
+
+_DataDirOption = Annotated[
+    Path | None, typer.Option(help="The data dir holding the trail. Default: TWINFORGE_DATA_DIR.")
+]
+
+
+@audit_app.command("verify")
+def audit_verify(data_dir: _DataDirOption = None) -> None:
+    """Walk the chain; exits 1 naming the first record that was changed, deleted,
+    inserted or reordered."""
+    from twinforge.audit.log import FILE_NAME
+    from twinforge.config import get_settings
+
+    path = (data_dir or get_settings().data_dir) / FILE_NAME
+    if not path.is_file():
+        # Opening would create an empty trail, which verifies: say it is missing instead.
+        typer.echo(f"audit: no audit trail at {path}", err=True)
+        raise typer.Exit(1)
+    with contextlib.closing(_audit_trail(data_dir)) as trail:
+        count, broken = trail.verify()
+    if broken is not None:
+        typer.echo(f"audit: record {broken.seq} is broken: {broken.reason}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"audit: {count} records, chain intact")
+
+
+@audit_app.command("show")
+def audit_show(
+    data_dir: _DataDirOption = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many records.")] = 20,
+) -> None:
+    """Print the most recent records, oldest first, one JSON line each."""
+    from twinforge.audit.chain import canonical
+
+    with contextlib.closing(_audit_trail(data_dir)) as trail:
+        records = trail.query(limit=limit)
+    for record in reversed(records):
+        typer.echo(canonical(record.as_json()))
+
+
+def _audit_trail(data_dir: Path | None = None) -> AuditTrail:
+    from twinforge.audit import AuditTrail
+    from twinforge.config import get_settings
+
+    settings = get_settings()
+    return AuditTrail.open(data_dir or settings.data_dir, settings)
+
+
+def _audit(
+    action: str, target: str, details: dict[str, Any] | None = None, *, outcome: str = "ok"
+) -> None:
+    """Record what this command did, as the operating-system user running it."""
+    from twinforge.audit import LocalActor
+
+    with contextlib.closing(_audit_trail()) as trail:
+        trail.record(LocalActor.cli(), action, target, outcome, details)
 
 
 @contextlib.contextmanager

@@ -3,13 +3,17 @@
 :class:`Demo` is a :class:`TwinServer` plus the simulated plant: it seeds the graph with
 the factory's DTDL models (``twinforge/sim/factory/models``) and twins, starts the
 server's parts, then the plant simulator with faults scheduled so that alarms come and
-go, and issues an admin API key.
+go, and gives an admin API key (the same one on every start, kept in the data dir).
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from pathlib import Path
 
+from twinforge.auth.api_keys import ApiKeyStore
+from twinforge.auth.devices import plant_credential
 from twinforge.config import Settings
 from twinforge.runtime.stores import open_graph_store
 from twinforge.runtime.twin_service import TwinService, import_ndjson
@@ -20,9 +24,34 @@ from twinforge.sim.machines import random_fault_schedule
 from twinforge.sim.part import SimulatorPart, start_simulator
 from twinforge.sim.simulator import PlantSimulator
 
-__all__ = ["DEMO_EQUIPMENT", "Demo", "demo_settings", "seed"]
+__all__ = ["DEMO_EQUIPMENT", "Demo", "demo_admin_key", "demo_settings", "seed"]
 
 DEMO_EQUIPMENT = 24
+DEMO_ADMIN = "demo-admin"
+#: The demo admin key's secret, owner-only, so that each start shows the same key.
+ADMIN_KEY_FILE = "demo_admin_key"
+
+
+def demo_admin_key(keys: ApiKeyStore, data_dir: Path) -> str:
+    """The demo's admin key: the one kept in ``data_dir`` while it is live, else a new
+    one (older demo admin keys, whose secrets are lost, are revoked: names are unique)."""
+    path = data_dir / ADMIN_KEY_FILE
+    try:
+        saved = path.read_text().strip()
+    except OSError:
+        saved = ""
+    if saved and keys.verify(saved) is not None:
+        return saved
+    for old in keys.list():
+        if old.name == DEMO_ADMIN and old.revoked is None:
+            keys.revoke(old.key_id)
+    secret = keys.create(DEMO_ADMIN, ["admin"]).secret
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secret + "\n")
+    os.replace(temporary, path)
+    return secret
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -73,10 +102,18 @@ class Demo(TwinServer):
         seed(self.settings, self.layout)
         super()._start_parts(data_dir)
         mqtt = self.part(MqttPart)
+        plant = mqtt.endpoint
+        client_id = ""
+        if mqtt.broker is not None:
+            # On the embedded broker the plant is a device that owns its twins; against
+            # a configured broker it logs in as the server does.
+            username, password = plant_credential(data_dir, [t.id for t in self.layout.twins])
+            plant = replace(plant, username=username, password=password)
+            client_id = f"{username}-plant"
         simulator = PlantSimulator(
             self.layout,
-            mqtt_host=mqtt.host,
-            mqtt_port=mqtt.port,
+            mqtt_endpoint=plant,
+            client_id=client_id,
             mqtt_protocol=mqtt.protocol,
             opcua_port=None,
             rate_hz=self.rate_hz,
@@ -89,7 +126,7 @@ class Demo(TwinServer):
             ),
         )
         self.add(start_simulator(simulator))
-        self.admin_key = self.part(ApiPart).keys.create("demo-admin", ["admin"]).secret
+        self.admin_key = demo_admin_key(self.part(ApiPart).keys, data_dir)
 
     @property
     def simulator(self) -> PlantSimulator:

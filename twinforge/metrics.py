@@ -78,6 +78,13 @@ class ServerMetrics:
             ["transport", "reason"],
             registry=r,
         )
+        self._dead_letters_dropped = Counter(
+            "twinforge_dead_letters_dropped_total",
+            "Dead letters deleted to keep the store in its budget, by cause (age, a "
+            "source's quota, the store's size).",
+            ["cause"],
+            registry=r,
+        )
         self._commands = Counter(
             "twinforge_commands_total", "Commands to machines, by outcome.", ["status"], registry=r
         )
@@ -111,6 +118,10 @@ class ServerMetrics:
         self._rejected.labels(_label("transport", transport), _label("reason", reason)).inc(
             _count(n)
         )
+
+    def dead_letters_dropped(self, cause: str, n: int = 1) -> None:
+        """Count ``n`` dead letters pruned for ``cause`` (a ``dead_letters`` constant)."""
+        self._dead_letters_dropped.labels(_label("cause", cause)).inc(_count(n))
 
     def command(self, status: str) -> None:
         """Count one command by its outcome (``sent``, ``denied``, ``failed``, ...)."""

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from twinforge.actors.part import FleetPart, RayPart, start_fleet, start_ray
+from twinforge.audit.part import start_audit
 from twinforge.config import Settings, get_settings
 from twinforge.connectivity.mqtt.part import MqttPart, start_mqtt
 from twinforge.connectivity.opcua.part import OpcUaPart, start_opcua
+from twinforge.ingest.dead_letters import DeadLetterBudget
 from twinforge.ingest.part import IngestPart, start_ingest
 from twinforge.lifecycle import Part, Running, stop_each
 from twinforge.metrics import MetricsPart, start_metrics
@@ -50,6 +52,7 @@ class TwinServer(Running):
         self.settings = settings or get_settings()
         self.dashboard = dashboard
         self.parts: list[Part] = []
+        self._final_status: dict[str, Any] = {}
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -75,6 +78,7 @@ class TwinServer(Running):
     def _start_parts(self, data_dir: Path) -> None:
         settings = self.settings
         data_dir.mkdir(parents=True, exist_ok=True)
+        audit = self.add(start_audit(settings, data_dir))
         graph = self.add(start_graph(settings.graph_url, data_dir))
         self.add(
             start_ray(
@@ -103,16 +107,21 @@ class TwinServer(Running):
                 router=fleet.fleet,
                 metrics=metrics,
                 live=live.bus,
+                dead_letter_budget=DeadLetterBudget(
+                    settings.dead_letter_max_bytes,
+                    settings.dead_letter_max_age_s,
+                    settings.dead_letter_source_max_bytes,
+                ),
             )
         )
         graph.twins.bus.add_listener(ingest.on_model_change)
-        self.add(start_mqtt(settings, ingest.pipeline))
+        self.add(start_mqtt(settings, ingest.pipeline, audit.trail))
         if settings.opcua_url:
-            self.add(start_opcua(settings.opcua_url, settings.opcua_mappings, ingest.pipeline))
+            self.add(start_opcua(settings, ingest.pipeline))
         commands = self.add(
             start_commands(
                 settings.safety_policy,
-                data_dir,
+                audit.trail,
                 interface_of=self._interface_of_twin,
                 transport_for=self._transport_for,
                 alarms=fleet.fleet,
@@ -126,13 +135,21 @@ class TwinServer(Running):
             "assets": fleet.fleet,
             "commands": commands.service,
             "dead_letters": ingest.dead_letters,
+            "audit": audit.trail,
         }
         self.add(start_api(settings, data_dir, services))
 
     def stop(self) -> None:
-        """Stop every part started, in reverse order; safe to call more than once."""
+        """Stop every part started, in reverse order; safe to call more than once. The
+        counts once everything has stopped stay in :meth:`status`."""
         parts, self.parts = self.parts, []
+        if not parts:
+            return
+        running = self._status(parts)
         stop_each(part.stop for part in reversed(parts))
+        if running:
+            # Read again now that MQTT has disconnected and the pipeline has drained.
+            self._final_status = running | _counts(parts)
 
     def part(self, kind: type[P]) -> P:
         """The started part of type ``kind``; ``LookupError`` when there is none."""
@@ -155,16 +172,21 @@ class TwinServer(Running):
         return [f"{label + ':':<15} {url}" for label, url in reversed(self.endpoints.items())]
 
     def status(self) -> dict[str, Any]:
-        """Counts for the CLI and health checks (empty once stopped)."""
-        if not self.has(IngestPart):
+        """Counts for the CLI and health checks: live while running, the final ones once
+        stopped (empty before a start). ``left_for_redelivery``: MQTT messages received but
+        not acknowledged at stop, which the broker sends again on the next start (so
+        ``received`` can exceed ``accepted + rejected``)."""
+        return self._status(self.parts) if self.parts else dict(self._final_status)
+
+    @staticmethod
+    def _status(parts: list[Part]) -> dict[str, Any]:
+        fleet = _find(parts, FleetPart)
+        if fleet is None or _find(parts, MqttPart) is None:
             return {}
-        fleet, pipeline = self.part(FleetPart), self.part(IngestPart).pipeline
         return {
             "assets": len(fleet.sync.twins()),
             "hosts": len(fleet.fleet.directory.hosts()),
-            "received": self.part(MqttPart).ingest.received,
-            "accepted": pipeline.accepted,
-            "rejected": pipeline.rejected,
+            **_counts(parts),
         }
 
     # -- glue between parts ----------------------------------------------------------
@@ -180,3 +202,22 @@ class TwinServer(Running):
         if self.has(OpcUaPart) and twin_id in (opcua := self.part(OpcUaPart)).twins:
             return opcua.commands
         return self.part(MqttPart).commands
+
+
+def _find(parts: list[Part], kind: type[P]) -> P | None:
+    return next((part for part in parts if isinstance(part, kind)), None)
+
+
+def _counts(parts: list[Part]) -> dict[str, int]:
+    """Ingest's counters (readable after the parts stopped): every message received is
+    accepted, rejected or left for redelivery (some accepted ones may be too: made
+    durable after the disconnect, so never acknowledged)."""
+    mqtt, ingest = _find(parts, MqttPart), _find(parts, IngestPart)
+    assert mqtt is not None and ingest is not None
+    return {
+        "received": mqtt.ingest.received,
+        "accepted": ingest.pipeline.accepted,
+        "rejected": ingest.pipeline.rejected,
+        "left_for_redelivery": mqtt.ingest.left_for_redelivery,
+        "dead_letters_dropped": sum(ingest.dead_letters.dropped().values()),
+    }

@@ -38,7 +38,9 @@ def test_a_key_verifies_to_its_principal(store: ApiKeyStore) -> None:
     assert re.fullmatch(r"tfk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", issued.secret)
     assert issued.secret.startswith(f"tfk_{issued.key_id}_")
     assert issued.roles == frozenset({"operator"})
-    assert store.verify(issued.secret) == Principal("key:ci-deploy", frozenset({"operator"}))
+    principal = store.verify(issued.secret)
+    assert principal == Principal(f"key:{issued.key_id}", frozenset({"operator"}), "ci-deploy")
+    assert principal.name == "ci-deploy"  # shown, never compared
     assert "tfk_" not in repr(issued)  # the secret stays out of logs
 
 
@@ -129,7 +131,9 @@ def test_list_and_get_show_no_secrets(store: ApiKeyStore) -> None:
     assert all(isinstance(k, ApiKeyInfo) for k in listed)
     assert listed[0].revoked is not None and listed[1].revoked is None
     assert listed[1].roles == frozenset({"admin", "viewer"})
-    assert listed[1].principal == Principal("key:beta", frozenset({"admin", "viewer"}))
+    assert listed[1].principal == Principal(
+        f"key:{second.key_id}", frozenset({"admin", "viewer"}), "beta"
+    )
     shown = repr(listed)
     assert first.secret not in shown and second.secret not in shown and "argon2" not in shown
     assert store.get(second.key_id) == listed[1]

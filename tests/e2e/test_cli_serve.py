@@ -53,4 +53,8 @@ def test_serve_runs_the_plant_with_its_dashboard(tmp_path: Path) -> None:
             time.sleep(1)
         assert "cnc-01" in hosts[0]["repr_name"] or "+" in hosts[0]["repr_name"]
         assert hosts[0]["repr_name"].startswith("AssetHost-0[")
-    assert "stopped:" in running.rest
+    # Every message accounted for at stop; the graph's password on no line printed.
+    stopped = r"stopped: received (\d+), accepted (\d+), rejected (\d+), left for redelivery (\d+)"
+    assert re.search(stopped, running.rest), running.rest
+    password = (tmp_path / "data" / "falkordb" / "falkordb.password").read_text().strip()
+    assert password and password not in output + running.rest

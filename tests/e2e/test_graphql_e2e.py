@@ -11,7 +11,7 @@ import re
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 from support.cli_process import running_twinforge
@@ -27,6 +27,8 @@ MOLDING = "dtmi:com:twinforge:factory:InjectionMoldingMachine;1"
 class Demo:
     url: str
     keys: dict[str, str]
+    #: Each role's identity (``key:<key id>``), as commands and the audit name it.
+    ids: dict[str, str] = field(default_factory=dict)
 
     def post(
         self, query: str, variables: dict | None = None, *, role: str | None = "admin"
@@ -89,10 +91,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         for role in ("viewer", "operator", "engineer"):
             issued = demo.data(
                 "mutation($n: String!, $r: [String!]!) { createApiKey(name: $n, roles: $r) "
-                "{ secret } }",
+                "{ secret key { id } } }",
                 {"n": f"{role}-e2e", "r": [role]},
             )
             keys[role] = issued["createApiKey"]["secret"]
+            demo.ids[role] = f"key:{issued['createApiKey']['key']['id']}"
         yield demo
     # A client gone mid-send is normal; nothing else may have failed in a worker task.
     assert "Exception in worker task" not in running.rest, running.rest
@@ -149,7 +152,7 @@ def test_a_command_reaches_the_machine_and_is_audited(demo: Demo) -> None:
         role="operator",
     )["invokeCommand"]
     assert invoked["status"] == "SUCCEEDED", invoked
-    assert invoked["user"] == "key:operator-e2e"
+    assert invoked["user"] == demo.ids["operator"]
     # The simulated machine follows its new set-point, as its telemetry shows.
     with demo.subscribe(
         'subscription($id: String!) { telemetry(twinId: $id, fields: ["spindleSpeed"]) '
@@ -165,7 +168,7 @@ def test_a_command_reaches_the_machine_and_is_audited(demo: Demo) -> None:
     )["auditLog"]["nodes"]
     mine = [row for row in audit if row["commandId"] == invoked["id"]]
     assert {row["status"] for row in mine} >= {"succeeded"}
-    assert {row["user"] for row in mine} == {"key:operator-e2e"}
+    assert {row["user"] for row in mine} == {demo.ids["operator"]}
     too_fast = demo.data(
         'mutation($id: String!) { invokeCommand(twinId: $id, name: "setSpindleSpeed", '
         "request: 90000) { status reason } }",
@@ -200,7 +203,7 @@ def test_a_hazardous_command_waits_for_a_second_user(demo: Demo) -> None:
             {"id": pending["id"]},
             role="engineer",
         )["approveCommand"]
-        assert approved == {"status": "SUCCEEDED", "approver": "key:engineer-e2e"}
+        assert approved == {"status": "SUCCEEDED", "approver": demo.ids["engineer"]}
         statuses = [next_data(socket, "commandStatus")["status"]]
         while statuses[-1] != "SUCCEEDED":
             statuses.append(next_data(socket, "commandStatus")["status"])

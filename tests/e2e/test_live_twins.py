@@ -23,6 +23,7 @@ import pytest
 from support.mosquitto import Mosquitto
 
 from twinforge.config import Settings
+from twinforge.connectivity.mqtt.endpoint import MqttEndpoint
 from twinforge.runtime.commands import Principal
 from twinforge.runtime.stores import open_graph_store
 from twinforge.runtime.twin_service import TwinService, import_ndjson
@@ -141,7 +142,13 @@ def server(settings: Settings) -> Iterator[TwinServer]:
 @pytest.fixture(scope="module")
 def simulator(plant, broker: Mosquitto) -> Iterator[PlantSimulator]:
     # time_scale: the plant runs 20x faster, so faults develop within seconds
-    sim = PlantSimulator(plant, mqtt_port=broker.port, opcua_port=None, rate_hz=5, time_scale=20)
+    sim = PlantSimulator(
+        plant,
+        mqtt_endpoint=MqttEndpoint("127.0.0.1", broker.port),
+        opcua_port=None,
+        rate_hz=5,
+        time_scale=20,
+    )
     sim.start_background()
     yield sim
     sim.stop_background()

@@ -1,5 +1,7 @@
 """Live twins over OPC UA: the simulated PLC's variables feed the asset actors and the
-server's commands call its methods; the server's MQTT side is the embedded broker."""
+server's commands call its methods, over Basic256Sha256 SignAndEncrypt with a user and
+password and the PLC's certificate in the server's trust list; the server's MQTT side is
+the embedded broker."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from twinforge.runtime.stores import open_graph_store
 from twinforge.runtime.twin_service import TwinService, import_ndjson
 from twinforge.server import CommandsPart, FleetPart, IngestPart, TwinServer
 from twinforge.sim.layout import CNC, sample_plant
+from twinforge.sim.opcua_security import PlcSecurity
 from twinforge.sim.simulator import PlantSimulator
 
 pytestmark = pytest.mark.slow
@@ -30,7 +33,10 @@ def plant():
 
 @pytest.fixture(scope="module")
 def plc(plant) -> Iterator[PlantSimulator]:
-    sim = PlantSimulator(plant, mqtt_host=None, opcua_port=0, rate_hz=5)
+    security = PlcSecurity({"twinforge": "plc-password"})
+    sim = PlantSimulator(
+        plant, mqtt_endpoint=None, opcua_port=0, opcua_security=security, rate_hz=5
+    )
     sim.start_background()
     yield sim
     sim.stop_background()
@@ -44,7 +50,19 @@ def server(tmp_path_factory: pytest.TempPathFactory, plant, plc) -> Iterator[Twi
         assert not import_ndjson(TwinService(store), plant.to_import_ndjson().splitlines()).errors
     finally:
         store.close()
-    settings = Settings(data_dir=data_dir, opcua_url=plc.opcua_endpoint, metrics_port=0, api_port=0)
+    trusted = data_dir / "opcua" / "trusted"
+    trusted.mkdir(parents=True)
+    assert plc.opcua_security is not None
+    (trusted / "plc.der").write_bytes(plc.opcua_security.certificate)
+    settings = Settings(
+        data_dir=data_dir,
+        opcua_url=plc.opcua_endpoint,
+        opcua_security="Basic256Sha256,SignAndEncrypt",
+        opcua_username="twinforge",
+        opcua_password="plc-password",
+        metrics_port=0,
+        api_port=0,
+    )
     running = TwinServer(settings, dashboard=False).start()
     yield running
     running.stop()

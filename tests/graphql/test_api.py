@@ -9,6 +9,7 @@ import gc
 import itertools
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -348,12 +349,15 @@ def test_api_keys_and_tokens(api: Api) -> None:
     assert data(api.post(f'mutation {{ revokeApiKey(id: "{issued["key"]["id"]}") }}'))
     revoked = api.request({"query": "{ me { roles } }"}, headers).json()
     assert error_codes(revoked) == ["UNAUTHENTICATED"]
-    token = data(api.post('mutation { issueToken(subject: "eve", roles: ["engineer"]) }'))
+    token = data(
+        api.post('mutation { issueToken(subject: "eve", roles: ["engineer"]) { token jti } }')
+    )["issueToken"]
+    assert re.fullmatch(r"[0-9a-f]{32}", token["jti"])
     me = api.request(
-        {"query": "{ me { name roles } }"}, {"Authorization": f"Bearer {token['issueToken']}"}
+        {"query": "{ me { id name roles } }"}, {"Authorization": f"Bearer {token['token']}"}
     ).json()
-    assert me["data"]["me"] == {"name": "eve", "roles": ["engineer"]}
-    bad_role = api.post('mutation { issueToken(subject: "eve", roles: ["root"]) }')
+    assert me["data"]["me"] == {"id": "jwt:eve", "name": "eve", "roles": ["engineer"]}
+    bad_role = api.post('mutation { issueToken(subject: "eve", roles: ["root"]) { jti } }')
     assert error_codes(bad_role) == ["BAD_USER_INPUT"]
 
 

@@ -293,6 +293,7 @@ def _claims(**overrides: object) -> dict[str, object]:
         "iss": "twinforge",
         "iat": now,
         "exp": now + 60,
+        "jti": "0123456789abcdef0123456789abcdef",
     }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
@@ -309,7 +310,7 @@ def test_a_token_round_trips() -> None:
     issuer = TokenIssuer(SECRET)
     token = issuer.issue("ada", ["engineer", "viewer"])
 
-    assert issuer.verify(token) == Principal("ada", frozenset({"engineer", "viewer"}))
+    assert issuer.verify(token) == Principal("jwt:ada", frozenset({"engineer", "viewer"}), "ada")
     claims = jwt.decode(token, SECRET, algorithms=["HS256"], issuer="twinforge")
     assert claims["exp"] - claims["iat"] == 3600
     assert claims["roles"] == ["engineer", "viewer"]
@@ -397,9 +398,10 @@ def _refusal(call: object, *args: object) -> str:
 
 def test_every_header_form_authenticates(auth: Authenticator) -> None:
     token = auth.tokens.issue("ada", ["engineer"])
-    key = auth.keys.create("ci", ["operator"]).secret
-    ada = Principal("ada", frozenset({"engineer"}))
-    ci = Principal("key:ci", frozenset({"operator"}))
+    issued = auth.keys.create("ci", ["operator"])
+    key = issued.secret
+    ada = Principal("jwt:ada", frozenset({"engineer"}), "ada")
+    ci = Principal(f"key:{issued.key_id}", frozenset({"operator"}), "ci")
 
     assert auth.authenticate({"Authorization": f"Bearer {token}"}) == ada
     assert auth.authenticate({"authorization": f"bearer  {token} "}) == ada
@@ -441,16 +443,15 @@ def test_websocket_connection_params(auth: Authenticator) -> None:
 
     assert check({"Authorization": f"Bearer {token}"}).name == "ada"
     assert check({"authorization": token}).name == "ada"  # bare, as some clients send it
-    assert check({"apiKey": key}).name == "key:panel"
-    assert check({"X-API-Key": key}).name == "key:panel"
-    assert check({"authorization": key, "other": 1}).name == "key:panel"
+    assert check({"apiKey": key}).name == "panel"
+    assert check({"X-API-Key": key}).name == "panel"
+    assert check({"authorization": key, "other": 1}).name == "panel"
     assert _refusal(check, {}) == NO_CREDENTIALS
     assert _refusal(check, None) == NO_CREDENTIALS
     assert _refusal(check, ["Authorization", token]) == NO_CREDENTIALS
     assert "expected a string" in _refusal(check, {"Authorization": 5})
-    assert asyncio.run(auth.authenticate_connection_params_async({"apiKey": key})).name == (
-        "key:panel"
-    )
+    connected = asyncio.run(auth.authenticate_connection_params_async({"apiKey": key}))
+    assert connected.name == "panel"
 
 
 # -- rate limits --------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""The dead-letter store on a real SQLite file: round trips, paging, hostile input, threads."""
+"""The dead-letter store on a real SQLite file: round trips, paging, hostile input, threads,
+and its budget (total size, per-source quotas, age)."""
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,15 +14,23 @@ from typing import Any
 import pytest
 
 from twinforge.ingest.dead_letters import (
+    DROPPED_AGE,
+    DROPPED_SOURCE,
+    DROPPED_TOTAL,
     MAX_PAYLOAD_BYTES,
+    DeadLetterBudget,
     DeadLetterStore,
 )
 from twinforge.ingest.messages import NOT_JSON, OVERSIZE, UNKNOWN_TWIN, WRONG_TYPE, Rejection
 
+#: Keeps the 1970 times these tests use: the default budget would age them out.
+KEEP_OLD = DeadLetterBudget(max_age_s=1e11)
+MIB = 1024 * 1024
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[DeadLetterStore]:
-    with DeadLetterStore.in_data_dir(tmp_path / "data") as opened:
+    with DeadLetterStore.in_data_dir(tmp_path / "data", budget=KEEP_OLD) as opened:
         yield opened
 
 
@@ -162,7 +172,7 @@ def test_bad_list_arguments(store: DeadLetterStore) -> None:
 
 def test_threads_share_one_store_and_data_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "dl.sqlite"
-    store = DeadLetterStore(path)
+    store = DeadLetterStore(path, budget=KEEP_OLD)
     errors: list[BaseException] = []
 
     def writer(n: int) -> None:
@@ -183,5 +193,114 @@ def test_threads_share_one_store_and_data_survives_reopen(tmp_path: Path) -> Non
     store.close()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    with DeadLetterStore(path) as reopened:
+    with DeadLetterStore(path, budget=KEEP_OLD) as reopened:
         assert reopened.count() == 800 and len(reopened.list(twin_id="w3", limit=1000)) == 100
+
+
+# -- the budget -------------------------------------------------------------------------
+
+
+def _junk(twin_id: str, n: int, t: float | None = None) -> Rejection:
+    """One 200 KiB junk message on a twin's telemetry topic, as MQTT ingest refuses it."""
+    return Rejection(
+        reason=NOT_JSON,
+        message="payload is not JSON",
+        origin=f"mqtt:twins/{twin_id}/telemetry",
+        received_time=time.time() if t is None else t,
+        payload=bytes([n % 256]) * (200 * 1024),
+        twin_id=twin_id,
+    )
+
+
+def _on_disk(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
+def test_a_flood_from_one_source_stays_in_budget_and_spares_the_others(tmp_path: Path) -> None:
+    known = {"press-1", "press-2"}
+    drops: list[tuple[str, int]] = []
+    budget = DeadLetterBudget(max_bytes=8 * MIB, source_max_bytes=2 * MIB)
+    path = tmp_path / "dl.sqlite"
+    store = DeadLetterStore(
+        path, budget=budget, is_known_twin=known.__contains__, on_drop=lambda *d: drops.append(d)
+    )
+    quiet = store.add_many([_junk("press-2", n) for n in range(5)])
+    for n in range(200):
+        store.add(_junk("press-1", n))
+    # Each keeps a 64 KiB head: about 31 fit in a 2 MiB quota; the newest are kept.
+    flooded = store.list(limit=1000, twin_id="press-1")
+    assert 25 <= len(flooded) <= 32
+    assert [d.payload[0] for d in flooded[:3]] == [199, 198, 197]
+    assert [d.id for d in store.list(limit=1000, twin_id="press-2")] == quiet[::-1]
+    assert store.stored_bytes <= 2 * MIB + 5 * 70 * 1024
+    dropped = 200 - len(flooded)
+    assert store.dropped() == {DROPPED_SOURCE: dropped}
+    assert sum(n for cause, n in drops if cause == DROPPED_SOURCE) == dropped
+    assert _on_disk(path) < budget.max_bytes
+    stored = store.stored_bytes
+    store.close()
+    with DeadLetterStore(path, budget=budget, is_known_twin=known.__contains__) as reopened:
+        assert reopened.dropped() == {DROPPED_SOURCE: dropped}  # the counter is kept
+        assert reopened.stored_bytes == stored  # and the sizes, from the rows
+        assert reopened.count() == len(flooded) + len(quiet)
+
+
+def test_unknown_twins_share_one_quota_so_inventing_ids_gains_nothing(tmp_path: Path) -> None:
+    budget = DeadLetterBudget(max_bytes=16 * MIB, source_max_bytes=MIB)
+    with DeadLetterStore(
+        tmp_path / "dl.sqlite", budget=budget, is_known_twin={"press-2"}.__contains__
+    ) as store:
+        kept = store.add(_junk("press-2", 0))
+        for n in range(100):
+            store.add(_junk(f"invented-{n}", n))
+        assert store.stored_bytes <= MIB + 70 * 1024  # one quota, not a hundred
+        assert store.list(limit=1, twin_id="press-2")[0].id == kept
+        assert store.dropped()[DROPPED_SOURCE] == 100 - (store.count() - 1)
+
+
+def test_the_total_budget_drops_the_oldest_of_any_source(tmp_path: Path) -> None:
+    budget = DeadLetterBudget(max_bytes=2 * MIB, source_max_bytes=2 * MIB)
+    twins = {f"press-{n}" for n in range(60)}
+    with DeadLetterStore(
+        tmp_path / "dl.sqlite", budget=budget, is_known_twin=twins.__contains__
+    ) as store:
+        ids = [store.add(_junk(f"press-{n}", n)) for n in range(60)]
+        assert store.stored_bytes <= 2 * MIB
+        left = [d.id for d in store.list(limit=100)]
+        assert left == ids[::-1][: len(left)]  # the newest, in order
+        assert store.dropped() == {DROPPED_TOTAL: 60 - len(left)}
+
+
+def test_old_dead_letters_age_out(tmp_path: Path) -> None:
+    path = tmp_path / "dl.sqlite"
+    week = DeadLetterBudget(max_age_s=7 * 24 * 3600)
+    now = time.time()
+    with DeadLetterStore(path, budget=KEEP_OLD) as store:
+        store.add_many([rejection(t=now - 8 * 24 * 3600), rejection(t=now - 6 * 24 * 3600)])
+    with DeadLetterStore(path, budget=week) as store:  # pruned on opening
+        assert [d.received_time for d in store.list()] == [now - 6 * 24 * 3600]
+        store.add(rejection(t=now - 30 * 24 * 3600))  # and on every add, even its own
+        assert store.count() == 1
+        assert store.dropped() == {DROPPED_AGE: 2}
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"max_bytes": 1000}, r"dead_letter_max_bytes must be an integer >= 1048576"),
+        ({"source_max_bytes": 8 * MIB, "max_bytes": 4 * MIB}, r"source_max_bytes .* at most"),
+        ({"max_age_s": 0}, r"dead_letter_max_age_s must be a positive number"),
+        ({"max_age_s": float("inf")}, r"dead_letter_max_age_s must be a positive number"),
+    ],
+)
+def test_a_bad_budget_names_the_setting(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DeadLetterBudget(**options)
+
+
+def test_a_twin_id_utf8_cannot_encode_still_gets_its_quota(tmp_path: Path) -> None:
+    odd = "press-\udcff"  # a topic level decoded with surrogateescape
+    with DeadLetterStore(tmp_path / "dl.sqlite", is_known_twin={odd}.__contains__) as store:
+        store.add(_junk(odd, 1))
+        assert store.list(twin_id=odd)[0].twin_id == odd
+        assert store.stored_bytes > 64 * 1024

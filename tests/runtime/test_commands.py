@@ -23,6 +23,7 @@ from paho.mqtt.properties import Properties
 from support.mqtt_device import CommandDevice
 
 from twinforge.connectivity.mqtt.commands import MqttCommandTransport
+from twinforge.connectivity.mqtt.endpoint import MqttEndpoint
 from twinforge.runtime.commands import (
     Alarm,
     ApprovalError,
@@ -42,6 +43,7 @@ from twinforge.twin_models import Interface, ModelSet, parse_models
 
 REPO = Path(__file__).resolve().parents[2]
 BROKER = ("127.0.0.1", 1883)
+ENDPOINT = MqttEndpoint(*BROKER)
 CNC = "dtmi:com:twinforge:factory:CncMachine;1"
 IMM = "dtmi:com:twinforge:factory:InjectionMoldingMachine;1"
 EQUIPMENT = "dtmi:com:twinforge:factory:Equipment;1"
@@ -136,7 +138,7 @@ def plant(models: ModelSet) -> Iterator[Plant]:
     twins = {twin: models.interface(model) for model, twin in ids.items()}
     with (
         Device(list(twins)) as device,
-        MqttCommandTransport(*BROKER, response_prefix=f"test/{run}") as transport,
+        MqttCommandTransport(ENDPOINT) as transport,
     ):
         yield Plant(device, transport, twins, ids[CNC], ids[IMM], ids[CONVEYOR], ids[INSPECTION])
 
@@ -710,9 +712,9 @@ def test_the_audit_log_is_append_only_and_queryable(rig: Rig, tmp_path: Path) ->
     db = sqlite3.connect(rig.audit.path)
     assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        db.execute("UPDATE command_audit SET status = 'succeeded'")
+        db.execute("UPDATE audit_log SET outcome = 'succeeded'")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        db.execute("DELETE FROM command_audit")
+        db.execute("DELETE FROM audit_log")
     db.close()
     # Reopening keeps the rows.
     with AuditLog(rig.audit.path) as again:

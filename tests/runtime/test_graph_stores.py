@@ -416,7 +416,10 @@ def test_open_by_falkordb_url_reaches_the_same_graph(
     embedded_store.clear()
     embedded_store.write("CREATE (:Thing {id: 'shared'})")
     assert embedded_store.server is not None
-    for url in (embedded_store.server.url, embedded_store.server.url.replace("falkordb", "redis")):
+    for url in (
+        embedded_store.server.client_url,
+        embedded_store.server.client_url.replace("falkordb", "redis"),
+    ):
         store = open_graph_store(url, tmp_path)
         try:
             assert isinstance(store, FalkorDBStore) and store.server is None

@@ -25,6 +25,7 @@ from paho.mqtt.properties import Properties
 from support.sim_run import RUN
 from support.sim_run import run_id as _id
 
+from twinforge.connectivity.mqtt.endpoint import MqttEndpoint
 from twinforge.sim.layout import PlantLayout, sample_plant
 from twinforge.sim.simulator import NAMESPACE_URI, PlantSimulator
 from twinforge.twin_models import parse_models, validate_telemetry
@@ -279,7 +280,11 @@ def test_bad_settings_and_unreachable_broker(layout: PlantLayout) -> None:
         PlantSimulator(layout, opcua_port=70000)
     with pytest.raises(ValueError, match="protocol: must be paho"):
         PlantSimulator(layout, mqtt_protocol=mqtt.MQTTv31)
-    assert PlantSimulator(layout, mqtt_host=None, opcua_port=None).subscribe_all is False
-    sim = PlantSimulator(layout, mqtt_port=1, opcua_port=None)  # nothing listens on port 1
-    with pytest.raises(ConnectionError, match=r"mqtt: cannot reach the broker at 127\.0\.0\.1:1"):
+    assert PlantSimulator(layout, mqtt_endpoint=None, opcua_port=None).subscribe_all is False
+    sim = PlantSimulator(
+        layout, mqtt_endpoint=MqttEndpoint("127.0.0.1", 1), opcua_port=None
+    )  # nothing listens on port 1
+    with pytest.raises(
+        ConnectionError, match=r"mqtt: cannot reach the broker at mqtt://127\.0\.0\.1:1: "
+    ):
         sim.start_background()

@@ -47,7 +47,7 @@ class HostConfig:
     """Where telemetry and property history goes (None: SQLite under data_dir)."""
     history_interval_s: float = 1.0
     """Keep at most one history point per field per interval (0: every value)."""
-    graph_url: str | None = None
+    graph_url: str | None = field(default=None, repr=False)  # may hold a password
     """Where reported property changes are written back (None: not written back)."""
     alarm_rules: tuple[AlarmRule, ...] = ()
     lineage: dict[str, tuple[str, ...]] = field(default_factory=dict)

@@ -7,7 +7,7 @@ the same credentials may come in the ``connection_init`` payload instead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio.to_thread
@@ -52,10 +52,16 @@ class Authenticator:
         names = {_AUTHORIZATION: _AUTHORIZATION, _API_KEY: _API_KEY}
         return self._from(_lowered(headers, names), bearer_required=True, hashing=hashing)
 
-    async def authenticate_async(self, headers: Mapping[str, str]) -> Principal:
+    async def authenticate_async(
+        self, headers: Mapping[str, str], before_hashing: Callable[[], None] | None = None
+    ) -> Principal:
+        """As :meth:`authenticate`, hashing off the event loop; ``before_hashing`` runs
+        first and may raise to refuse before any argon2 work (a rate limit)."""
         try:
             return self.authenticate(headers, hashing=False)
         except HashingNeeded:
+            if before_hashing is not None:
+                before_hashing()
             return await anyio.to_thread.run_sync(self.authenticate, headers)
 
     def authenticate_connection_params(
@@ -68,11 +74,13 @@ class Authenticator:
         return self._from(_lowered(params, _PARAM_KEYS), bearer_required=False, hashing=hashing)
 
     async def authenticate_connection_params_async(
-        self, params: Mapping[str, Any] | None
+        self, params: Mapping[str, Any] | None, before_hashing: Callable[[], None] | None = None
     ) -> Principal:
         try:
             return self.authenticate_connection_params(params, hashing=False)
         except HashingNeeded:
+            if before_hashing is not None:
+                before_hashing()
             return await anyio.to_thread.run_sync(self.authenticate_connection_params, params)
 
     def _from(self, found: Mapping[str, Any], *, bearer_required: bool, hashing: bool) -> Principal:
@@ -94,8 +102,20 @@ class Authenticator:
     def _api_key(self, text: str, hashing: bool) -> Principal:
         principal = self.keys.verify(text, hashing=hashing)
         if principal is None:
-            raise Unauthenticated("API key is not valid: unknown, revoked or mistyped")
+            raise Unauthenticated(_key_problem(self.keys, text))
         return principal
+
+
+def _key_problem(keys: ApiKeyStore, text: str) -> str:
+    """Why key ``text`` is refused. Revoked and expired are named only for a key whose
+    secret is right (it was verified before): a guess learns nothing of a key id."""
+    info = keys.get(text[len(KEY_PREFIX) :].partition("_")[0])
+    if info is not None and keys.was_verified(text):
+        if info.revoked is not None:
+            return f"API key {info.key_id} was revoked"
+        if info.expired():
+            return f"API key {info.key_id} expired at {info.expires:%Y-%m-%d %H:%M:%S} UTC"
+    return "API key is not valid: unknown, revoked, expired or mistyped"
 
 
 def _bearer(value: object, *, required: bool) -> str:

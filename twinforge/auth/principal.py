@@ -28,7 +28,18 @@ APPROVER_ROLES: frozenset[str] = frozenset({ENGINEER, ADMIN})
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated user, as the API layer hands it over."""
+    """An authenticated user, as the API layer hands it over.
 
-    name: str
+    ``id`` is the identity every comparison uses (separation of duties, rate limits, the
+    audit's "who"): ``key:<key id>`` for an API key, ``jwt:<subject>`` for a token.
+    ``name`` is for display only (a key's name, a token's subject; the id when not given):
+    two credentials may show the same name and still be two identities.
+    """
+
+    id: str
     roles: frozenset[str] = frozenset()
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", self.id)

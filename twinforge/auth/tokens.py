@@ -2,6 +2,8 @@
 
 A token carries who (``sub``) and what they may do (``roles``) for ``ttl_s`` seconds.
 The signing secret lives in a file, so restarting the server keeps issued tokens valid.
+Each token has a ``jti``; with a :class:`TokenRevocations` list, issued tokens are recorded
+and a revoked one fails verification.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,9 @@ import jwt
 from twinforge.auth.errors import AuthError, InvalidInput, Unauthenticated
 from twinforge.auth.principal import Principal
 from twinforge.auth.roles import parse_roles
+from twinforge.auth.token_revocations import TokenRevocations
 
-__all__ = ["TokenIssuer", "load_or_create_secret"]
+__all__ = ["IssuedToken", "TokenIssuer", "load_or_create_secret"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +35,18 @@ _HMAC = {"HS256": 32, "HS384": 48, "HS512": 64}
 #: A real token is a few hundred bytes; far longer text is refused before decoding.
 _MAX_TOKEN_CHARS = 8192
 _MAX_SUBJECT_CHARS = 200
-_REQUIRED = ["exp", "iat", "sub", "iss"]
+#: ``jti`` too: a token without one could never be revoked.
+_REQUIRED = ["exp", "iat", "sub", "iss", "jti"]
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A new token; ``jti`` is what ``revokeToken`` and ``twinforge tokens revoke`` take."""
+
+    token: str
+    jti: str
+    subject: str
+    expires: float
 
 
 def _problem(error: jwt.InvalidTokenError, issuer: str) -> str:
@@ -69,6 +84,7 @@ class TokenIssuer:
         ttl_s: float = 3600,
         algorithm: str = "HS256",
         leeway_s: float = 30,
+        revocations: TokenRevocations | None = None,
     ) -> None:
         if algorithm not in _HMAC:
             raise ValueError(f"algorithm: one of {', '.join(_HMAC)}, not {algorithm!r}")
@@ -87,9 +103,17 @@ class TokenIssuer:
         self.algorithm = algorithm
         # Tolerates clock drift between the machines that issue and check tokens.
         self.leeway_s = leeway_s
+        self.revocations = revocations
 
     def issue(self, subject: str, roles: Collection[str], *, ttl_s: float | None = None) -> str:
         """A token for ``subject`` with ``roles``, valid ``ttl_s`` (default: the issuer's)."""
+        return self.issue_token(subject, roles, ttl_s=ttl_s).token
+
+    def issue_token(
+        self, subject: str, roles: Collection[str], *, ttl_s: float | None = None
+    ) -> IssuedToken:
+        """As :meth:`issue`, with the token's ``jti`` and expiry; recorded in the
+        revocation list when there is one."""
         if not isinstance(subject, str) or not subject.strip():
             raise InvalidInput("subject: must be a non-empty string", field="subject")
         if len(subject) > _MAX_SUBJECT_CHARS or not subject.isprintable():
@@ -107,10 +131,13 @@ class TokenIssuer:
             "iss": self.issuer,
             "iat": now,
             "exp": now + max(1, round(lifetime)),
-            # A unique id, so a token can be told apart in logs (and denied later).
+            # A unique id, so a token can be told apart in logs and revoked.
             "jti": uuid.uuid4().hex,
         }
-        return jwt.encode(claims, self._key, algorithm=self.algorithm)
+        if self.revocations is not None:
+            self.revocations.record(claims["jti"], subject, claims["exp"])
+        token = jwt.encode(claims, self._key, algorithm=self.algorithm)
+        return IssuedToken(token, claims["jti"], subject, claims["exp"])
 
     def verify(self, token: str) -> Principal:
         """The principal ``token`` names; raises :class:`Unauthenticated` saying why not."""
@@ -144,7 +171,13 @@ class TokenIssuer:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise Unauthenticated("token sub claim must be a non-empty string")
-        return Principal(subject, roles)
+        jti = claims["jti"]
+        if not isinstance(jti, str) or not jti:
+            raise Unauthenticated("token jti claim must be a non-empty string")
+        if self.revocations is not None and self.revocations.is_revoked(jti):
+            raise Unauthenticated(f"token {jti} was revoked; sign in again for a new one")
+        # jwt: so that a token whose subject reads like a key is still not that key.
+        return Principal(f"jwt:{subject}", roles, subject)
 
 
 def load_or_create_secret(path: str | os.PathLike[str], *, nbytes: int = 32) -> bytes:

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
 
+from twinforge.auth.devices import DeviceStore
+from twinforge.auth.durations import parse_duration
 from twinforge.auth.roles import parse_roles
 from twinforge.graphql.errors import BadInput, Forbidden, NotFoundError
 from twinforge.graphql.permissions import Admin, Engineer, Operator
 from twinforge.graphql.query import api_key
-from twinforge.graphql.types import Command, IssuedApiKey, Model, Relationship, TwinNode
+from twinforge.graphql.types import (
+    Command,
+    DeviceCredential,
+    IssuedApiKey,
+    IssuedDeviceCredential,
+    IssuedToken,
+    Model,
+    Relationship,
+    TwinNode,
+)
 from twinforge.runtime.commands import (
     ApprovalError,
     CommandNotFound,
@@ -34,6 +46,7 @@ class Mutation:
     async def upload_models(self, info: strawberry.Info, models: list[JSON]) -> list[Model]:
         context = info.context
         stored = await asyncio.to_thread(context.services.twins.models.upload, models)
+        await _audit(info, "model.upload", "models", {"ids": [s.id for s in stored]})
         types = context.refreshed_types()
         return [types.model(s) for s in stored]
 
@@ -42,6 +55,7 @@ class Mutation:
     )
     async def decommission_model(self, info: strawberry.Info, id: str) -> Model:
         stored = await asyncio.to_thread(info.context.services.twins.models.decommission, id)
+        await _audit(info, "model.decommission", f"model:{id}")
         return info.context.schema_types.model(stored)
 
     @strawberry.mutation(
@@ -50,6 +64,7 @@ class Mutation:
     )
     async def delete_model(self, info: strawberry.Info, id: str) -> bool:
         await asyncio.to_thread(info.context.services.twins.models.delete, id)
+        await _audit(info, "model.delete", f"model:{id}")
         info.context.refreshed_types()
         return True
 
@@ -59,6 +74,7 @@ class Mutation:
     async def create_twin(self, info: strawberry.Info, id: str, document: JSON) -> TwinNode:
         twins = info.context.services.twins
         created = await asyncio.to_thread(twins.create_twin, id, _object(document, "document"))
+        await _audit(info, "twin.create", f"twin:{id}")
         return info.context.schema_types.twin(created)
 
     @strawberry.mutation(
@@ -74,6 +90,7 @@ class Mutation:
     ) -> TwinNode:
         twins = info.context.services.twins
         patched = await asyncio.to_thread(twins.patch_twin, id, patch, if_match=if_match)
+        await _audit(info, "twin.update", f"twin:{id}", {"patch": patch})
         return info.context.schema_types.twin(patched)
 
     @strawberry.mutation(permission_classes=[Engineer])
@@ -81,6 +98,7 @@ class Mutation:
         self, info: strawberry.Info, id: str, if_match: str | None = None
     ) -> bool:
         await asyncio.to_thread(info.context.services.twins.delete_twin, id, if_match=if_match)
+        await _audit(info, "twin.delete", f"twin:{id}")
         return True
 
     @strawberry.mutation(permission_classes=[Engineer])
@@ -100,6 +118,12 @@ class Mutation:
         }
         twins = info.context.services.twins
         created = await asyncio.to_thread(twins.create_relationship, source_id, id, document)
+        await _audit(
+            info,
+            "relationship.create",
+            f"relationship:{source_id}/{id}",
+            {"name": name, "target": target_id},
+        )
         return Relationship(doc=created)
 
     @strawberry.mutation(permission_classes=[Engineer])
@@ -108,6 +132,7 @@ class Mutation:
     ) -> bool:
         twins = info.context.services.twins
         await asyncio.to_thread(twins.delete_relationship, source_id, id, if_match=if_match)
+        await _audit(info, "relationship.delete", f"relationship:{source_id}/{id}")
         return True
 
     # -- commands -------------------------------------------------------------------
@@ -146,21 +171,132 @@ class Mutation:
         permission_classes=[Admin], description="A new API key; its secret is shown once."
     )
     async def create_api_key(
-        self, info: strawberry.Info, name: str, roles: list[str]
+        self,
+        info: strawberry.Info,
+        name: str,
+        roles: list[str],
+        expires_in: Annotated[
+            str | None,
+            strawberry.argument(description="How long the key lives: 90m, 12h, 30d, 2w."),
+        ] = None,
     ) -> IssuedApiKey:
         keys = info.context.services.keys
-        issued = await asyncio.to_thread(keys.create, name, roles)
+        expires = None
+        if expires_in is not None:
+            expires = datetime.now(UTC) + parse_duration(expires_in, field="expiresIn")
+        issued = await asyncio.to_thread(keys.create, name, roles, expires=expires)
+        await _audit(
+            info,
+            "key.create",
+            f"key:{issued.key_id}",
+            {"name": name, "roles": sorted(roles), "expires_in": expires_in},
+        )
         return IssuedApiKey(key=api_key(keys.get(issued.key_id)), secret=issued.secret)
 
     @strawberry.mutation(permission_classes=[Admin])
     async def revoke_api_key(self, info: strawberry.Info, id: str) -> bool:
-        return await asyncio.to_thread(info.context.services.keys.revoke, id)
+        revoked = await asyncio.to_thread(info.context.services.keys.revoke, id)
+        await _audit(info, "key.revoke", f"key:{id}", outcome=_found(revoked))
+        return revoked
 
     @strawberry.mutation(
         permission_classes=[Admin], description="A signed JWT bearer token for a user."
     )
-    def issue_token(self, info: strawberry.Info, subject: str, roles: list[str]) -> str:
-        return info.context.services.tokens.issue(subject, parse_roles(roles))
+    async def issue_token(
+        self, info: strawberry.Info, subject: str, roles: list[str]
+    ) -> IssuedToken:
+        tokens = info.context.services.tokens
+        issued = await asyncio.to_thread(tokens.issue_token, subject, parse_roles(roles))
+        await _audit(
+            info,
+            "token.issue",
+            f"token:{issued.jti}",
+            {"subject": subject, "roles": sorted(roles), "expires": issued.expires},
+        )
+        return IssuedToken(
+            token=issued.token,
+            jti=issued.jti,
+            subject=issued.subject,
+            expires_at=datetime.fromtimestamp(issued.expires, UTC),
+        )
+
+    @strawberry.mutation(
+        permission_classes=[Admin],
+        description="Revoke a JWT by its jti: requests and open subscriptions with it fail "
+        "from now on. False when no live token of this server has that jti.",
+    )
+    async def revoke_token(self, info: strawberry.Info, jti: str) -> bool:
+        revocations = info.context.services.tokens.revocations
+        if revocations is None:
+            raise NotFoundError("jti: this server keeps no token revocation list")
+        revoked = await asyncio.to_thread(revocations.revoke, jti)
+        await _audit(info, "token.revoke", f"token:{jti}", outcome=_found(revoked))
+        return revoked
+
+    @strawberry.mutation(
+        permission_classes=[Admin],
+        description="A new MQTT credential for a plant device on the embedded broker, owning "
+        "the twins it may report for; its password is shown once.",
+    )
+    async def create_device_credential(
+        self, info: strawberry.Info, name: str, twins: list[str]
+    ) -> IssuedDeviceCredential:
+        issued = await asyncio.to_thread(_devices(info).create, name, twins)
+        credential = issued.credential
+        await _audit(
+            info,
+            "device.create",
+            f"device:{credential.id}",
+            {"name": name, "twins": sorted(credential.twins)},
+        )
+        return IssuedDeviceCredential(
+            credential=DeviceCredential(
+                id=strawberry.ID(credential.id),
+                name=credential.name,
+                kind=credential.kind,
+                twins=sorted(credential.twins),
+                created=credential.created,
+                revoked=False,
+            ),
+            username=credential.id,
+            password=issued.password,
+        )
+
+    @strawberry.mutation(
+        permission_classes=[Admin],
+        description="Revoke a device credential: the embedded broker closes its connections "
+        "within seconds. False when no such credential is active.",
+    )
+    async def revoke_device_credential(self, info: strawberry.Info, id: str) -> bool:
+        revoked = await asyncio.to_thread(_devices(info).revoke, id)
+        await _audit(info, "device.revoke", f"device:{id}", outcome=_found(revoked))
+        return revoked
+
+
+async def _audit(
+    info: strawberry.Info,
+    action: str,
+    target: str,
+    details: dict[str, Any] | None = None,
+    *,
+    outcome: str = "ok",
+) -> None:
+    """Record the request's principal doing ``action`` to ``target`` in the audit trail."""
+    trail = info.context.services.audit
+    if trail is not None:
+        principal = info.context.principal
+        await asyncio.to_thread(trail.record, principal, action, target, outcome, details)
+
+
+def _found(done: bool) -> str:
+    return "ok" if done else "not found"
+
+
+def _devices(info: strawberry.Info) -> DeviceStore:
+    store = info.context.services.devices
+    if store is None:
+        raise NotFoundError("devices: this server has no device credential store")
+    return store
 
 
 def _commands(info: strawberry.Info) -> CommandService:

@@ -20,6 +20,7 @@ from twinforge.graphql.types import (
     Me,
     Model,
     Relationship,
+    TrailRecord,
     TwinNode,
     load_twin,
 )
@@ -198,6 +199,39 @@ class Query:
             len(rows) > size,
         )
 
+    @strawberry.field(
+        permission_classes=[Admin],
+        description="The audit trail of every security-relevant act, newest first.",
+    )
+    async def audit_trail(
+        self,
+        info: strawberry.Info,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[TrailRecord]:
+        trail = info.context.services.audit
+        if trail is None:
+            return connection([], [], "trail", False)
+        size = page_size(first)
+        where = [
+            (f"{column} = ?", (value,))
+            for column, value in (("actor", actor), ("action", action), ("target", target))
+            if value is not None
+        ]
+        records = await asyncio.to_thread(
+            trail.query, where=where, before_seq=_int_cursor("trail", after), limit=size + 1
+        )
+        page = records[:size]
+        return connection(
+            [TrailRecord(record=r) for r in page],
+            [str(r.seq) for r in page],
+            "trail",
+            len(records) > size,
+        )
+
     @strawberry.field(permission_classes=[Admin])
     def api_keys(self, info: strawberry.Info) -> list[ApiKey]:
         return [api_key(k) for k in info.context.services.keys.list()]
@@ -205,7 +239,7 @@ class Query:
     @strawberry.field(description="Who this request is authenticated as.")
     def me(self, info: strawberry.Info) -> Me:
         principal = info.context.principal
-        return Me(name=principal.name, roles=sorted(principal.roles))
+        return Me(id=principal.id, name=principal.name, roles=sorted(principal.roles))
 
 
 def api_key(info: ApiKeyInfo) -> ApiKey:
@@ -215,6 +249,7 @@ def api_key(info: ApiKeyInfo) -> ApiKey:
         roles=sorted(info.roles),
         created=info.created,
         revoked=info.revoked is not None,
+        expires_at=info.expires,
     )
 
 

@@ -24,6 +24,7 @@ from graphql.validation import MaxIntrospectionDepthRule
 from strawberry.extensions import MaxTokensLimiter, ParserCache, SchemaExtension, ValidationCache
 
 from twinforge.graphql.errors import QUERY_TOO_COMPLEX, QUERY_TOO_DEEP, ErrorCodes
+from twinforge.graphql.introspection import IntrospectionGuard
 from twinforge.graphql.pagination import DEFAULT_PAGE_SIZE
 from twinforge.graphql.query_cost import MAX_NESTING, measure
 
@@ -205,6 +206,7 @@ def security_extensions(
         partial(MaxTokensLimiter, max_token_count=max_tokens),
         partial(ParserCache, maxsize=cache_size),
         partial(ValidationCache, maxsize=cache_size),
+        IntrospectionGuard,
         partial(
             QueryLimits,
             max_depth=max_depth,

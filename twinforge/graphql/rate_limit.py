@@ -1,4 +1,5 @@
-"""Request rate per principal: a token bucket each, bounded in memory."""
+"""Request rate per principal (or failed authentications per client address): a token
+bucket each, bounded in memory."""
 
 from __future__ import annotations
 
@@ -48,28 +49,51 @@ class RateLimiter:
 
     def check(self, principal_name: str, cost: float = 1.0) -> None:
         """Take ``cost`` from the principal's bucket, or raise :class:`RateLimited`."""
+        self.take(principal_name, self._principal_refusal(principal_name), cost)
+
+    def take(self, key: str, refusal: Callable[[float], RateLimited], cost: float = 1.0) -> None:
+        """Take ``cost`` from ``key``'s bucket, or raise ``refusal(seconds to wait)``."""
+        wait = self._bucket(key, cost, take=True)
+        if wait is not None:
+            raise refusal(wait)
+
+    def ensure_left(self, key: str, refusal: Callable[[float], RateLimited]) -> None:
+        """Raise ``refusal(seconds to wait)`` unless ``key``'s bucket has one left;
+        takes nothing."""
+        wait = self._bucket(key, 1.0, take=False)
+        if wait is not None:
+            raise refusal(wait)
+
+    def _principal_refusal(self, principal_name: str) -> Callable[[float], RateLimited]:
+        def refusal(wait: float) -> RateLimited:
+            return RateLimited(
+                f"rate limited: {principal_name} may send {self.burst} requests at once and"
+                f" {self.rate_per_s:g} per second after that; retry in {wait:.2f} s",
+                retry_after=wait,
+            )
+
+        return refusal
+
+    def _bucket(self, key: str, cost: float, *, take: bool) -> float | None:
+        """None when ``key`` has ``cost`` left (taken when ``take``), else the wait."""
         if not 0 < cost <= self.burst:
             raise ValueError(f"cost: between 0 and the burst {self.burst}, not {cost}")
         with self._lock:
             now = self._clock()
-            bucket = self._buckets.get(principal_name)
+            bucket = self._buckets.get(key)
             if bucket is None:
                 self._make_room(now)
-                bucket = self._buckets[principal_name] = _Bucket(float(self.burst), now)
+                bucket = self._buckets[key] = _Bucket(float(self.burst), now)
             else:
                 elapsed = max(0.0, now - bucket.updated)
                 bucket.tokens = min(self.burst, bucket.tokens + elapsed * self.rate_per_s)
                 bucket.updated = now
-                self._buckets.move_to_end(principal_name)
+                self._buckets.move_to_end(key)
             if bucket.tokens >= cost:
-                bucket.tokens -= cost
-                return
-            wait = (cost - bucket.tokens) / self.rate_per_s
-        raise RateLimited(
-            f"rate limited: {principal_name} may send {self.burst} requests at once and"
-            f" {self.rate_per_s:g} per second after that; retry in {wait:.2f} s",
-            retry_after=wait,
-        )
+                if take:
+                    bucket.tokens -= cost
+                return None
+            return (cost - bucket.tokens) / self.rate_per_s
 
     def __len__(self) -> int:
         return len(self._buckets)

@@ -12,6 +12,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from twinforge.actors.alarms import Alarm
+from twinforge.audit import Record
 from twinforge.graphql.pagination import Connection, connection, page_size, slice_page
 from twinforge.graphql.permissions import Engineer
 from twinforge.ingest.dead_letters import DeadLetter as StoredDeadLetter
@@ -247,7 +248,7 @@ class Command:
     def request(self) -> JSON | None:
         return self.record.request
 
-    @strawberry.field
+    @strawberry.field(description="Who invoked it: key:<key id> or jwt:<subject>.")
     def user(self) -> str:
         return self.record.user
 
@@ -332,6 +333,51 @@ class DeadLetter:
         return self.letter.payload_sha256
 
 
+@strawberry.type(description="One record of the hash-chained audit trail.")
+class TrailRecord:
+    record: strawberry.Private[Record]
+
+    @strawberry.field(description="Position in the chain, from 1.")
+    def seq(self) -> int:
+        return self.record.seq
+
+    @strawberry.field
+    def time(self) -> datetime:
+        return datetime.fromtimestamp(self.record.time, UTC)
+
+    @strawberry.field(description="Who acted: key:<id>, jwt:<subject> or local:<os user>.")
+    def actor(self) -> str:
+        return self.record.actor
+
+    @strawberry.field
+    def roles(self) -> list[str]:
+        return list(self.record.roles)
+
+    @strawberry.field(description="What was done, e.g. key.create, twin.delete, command.approve.")
+    def action(self) -> str:
+        return self.record.action
+
+    @strawberry.field(description="What it was done to, e.g. twin:<id>, key:<id>.")
+    def target(self) -> str:
+        return self.record.target
+
+    @strawberry.field
+    def outcome(self) -> str:
+        return self.record.outcome
+
+    @strawberry.field
+    def details(self) -> JSON:
+        return self.record.as_json()["details"]
+
+    @strawberry.field
+    def prev_hash(self) -> str:
+        return self.record.prev_hash
+
+    @strawberry.field
+    def hash(self) -> str:
+        return self.record.hash
+
+
 @strawberry.type(description="One row of the command audit log.")
 class AuditRecord:
     entry: strawberry.Private[AuditEntry]
@@ -408,6 +454,9 @@ class ApiKey:
     roles: list[str]
     created: datetime
     revoked: bool
+    expires_at: datetime | None = strawberry.field(
+        default=None, description="When the key stops working; null: when revoked."
+    )
 
 
 @strawberry.type(description="A new API key; the secret is shown this once.")
@@ -416,9 +465,38 @@ class IssuedApiKey:
     secret: str
 
 
+@strawberry.type(description="A new JWT; revoke it by its jti.")
+class IssuedToken:
+    token: str
+    jti: str
+    subject: str
+    expires_at: datetime
+
+
+@strawberry.type(description="An MQTT credential of the embedded broker; its id is the username.")
+class DeviceCredential:
+    id: strawberry.ID
+    name: str
+    kind: str
+    twins: list[str]
+    created: datetime
+    revoked: bool
+
+
+@strawberry.type(
+    description="A new device credential; the password is shown this once. The device's "
+    "client id must be the username or start with the username and '-'."
+)
+class IssuedDeviceCredential:
+    credential: DeviceCredential
+    username: str
+    password: str
+
+
 @strawberry.type(description="Who the request is authenticated as.")
 class Me:
-    name: str
+    id: str = strawberry.field(description="The identity: key:<key id> or jwt:<subject>.")
+    name: str = strawberry.field(description="For display only (a key's name, a subject).")
     roles: list[str]
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twinforge.ingest.dead_letters import DeadLetterStore
+from twinforge.ingest.dead_letters import DeadLetterBudget, DeadLetterStore
 from twinforge.ingest.pipeline import IngestPipeline, Router
 from twinforge.ingest.validation import TelemetryValidator
 from twinforge.lifecycle import stop_each
@@ -43,9 +43,16 @@ def start_ingest(
     router: Router,
     metrics: ServerMetrics,
     live: EventBus,
+    dead_letter_budget: DeadLetterBudget | None = None,
 ) -> IngestPart:
-    """The pipeline into ``router`` (the asset fleet), dead letters kept in ``data_dir``."""
-    dead_letters = DeadLetterStore.in_data_dir(data_dir)
+    """The pipeline into ``router`` (the asset fleet), dead letters kept in ``data_dir``
+    within ``dead_letter_budget``, a quota for each twin ``model_of`` knows."""
+    dead_letters = DeadLetterStore.in_data_dir(
+        data_dir,
+        budget=dead_letter_budget,
+        is_known_twin=lambda twin_id: model_of(twin_id) is not None,
+        on_drop=metrics.dead_letters_dropped,
+    )
     validator = TelemetryValidator(model_of, interface_of)
     pipeline = IngestPipeline(validator, router, dead_letters, metrics, live=live)
     return IngestPart(dead_letters, validator, pipeline)

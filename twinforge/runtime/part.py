@@ -26,11 +26,12 @@ class GraphPart:
 
     def url_for_other_processes(self, configured: str | None) -> str | None:
         """The URL another process (an asset host) reaches this graph at: the configured
-        one, or the embedded FalkorDB's own address."""
+        one, or the embedded FalkorDB's own address with its password (a secret: never
+        log or show it)."""
         if configured:
             return configured
         if isinstance(self.store, FalkorDBStore) and self.store.server is not None:
-            return self.store.server.url
+            return self.store.server.client_url
         return None
 
     def interface_of_model(self, model_id: str) -> Interface | None:

@@ -34,6 +34,7 @@ from asyncua import Server, ua
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from twinforge.connectivity.mqtt.endpoint import MqttEndpoint
 from twinforge.connectivity.mqtt.topics import (
     COMMAND_SUBSCRIPTION,
     CORRELATION_KEY,
@@ -45,6 +46,7 @@ from twinforge.connectivity.mqtt.topics import (
 )
 from twinforge.sim.layout import PlantLayout
 from twinforge.sim.machines import ActiveFault, CommandError, PlantPhysics, ScheduledFault
+from twinforge.sim.opcua_security import PlcSecurity
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ NAMESPACE_INDEX = 2
 MAX_PENDING = 20_000
 #: Longest response topic taken from a payload (the MQTT topic limit).
 MAX_TOPIC_BYTES = 65_535
+#: A broker on this machine's default port, anonymous: the simulator's default.
+LOCAL_BROKER = MqttEndpoint("127.0.0.1")
 
 
 def _free_port(host: str) -> int:
@@ -112,8 +116,9 @@ class PlantSimulator:
     """Runs :class:`PlantPhysics` in real time over MQTT and OPC UA.
 
     ``rate_hz`` ticks per second (0: no ticking, for ``publish_batch`` only); every tick
-    advances the simulation by ``time_scale / rate_hz`` simulated seconds. ``mqtt_host``
-    None leaves MQTT out, ``opcua_port`` None leaves OPC UA out (0: a free port). With
+    advances the simulation by ``time_scale / rate_hz`` simulated seconds.
+    ``mqtt_endpoint`` is the broker (with TLS and login, if it wants them); None leaves
+    MQTT out. ``opcua_port`` None leaves OPC UA out (0: a free port), and ``opcua_security`` serves it secured (else with no security, for tests). With
     ``subscribe_all`` True the simulator takes commands for every twin (answering 404 for
     twins it does not have), so leave it False on a broker shared with other devices.
     ``mqtt_protocol`` is ``paho.mqtt.client.MQTTv5`` or ``MQTTv311`` (the embedded broker);
@@ -126,10 +131,10 @@ class PlantSimulator:
         self,
         layout: PlantLayout,
         *,
-        mqtt_host: str | None = "127.0.0.1",
-        mqtt_port: int = 1883,
+        mqtt_endpoint: MqttEndpoint | None = LOCAL_BROKER,
         opcua_host: str = "127.0.0.1",
         opcua_port: int | None = 0,
+        opcua_security: PlcSecurity | None = None,
         rate_hz: float = 1.0,
         time_scale: float = 1.0,
         seed: int = 7,
@@ -142,13 +147,13 @@ class PlantSimulator:
             raise ValueError(f"rate_hz: must be a finite number >= 0, got {rate_hz}")
         if not (math.isfinite(time_scale) and time_scale > 0):
             raise ValueError(f"time_scale: must be a finite number > 0, got {time_scale}")
-        for name, port in (("mqtt_port", mqtt_port), ("opcua_port", opcua_port)):
-            if port is not None and not 0 <= port <= 65535:
-                raise ValueError(f"{name}: must be a TCP port 0-65535, got {port}")
+        if opcua_port is not None and not 0 <= opcua_port <= 65535:
+            raise ValueError(f"opcua_port: must be a TCP port 0-65535, got {opcua_port}")
         self.layout = layout
         self.physics = PlantPhysics(layout, seed=seed, schedule=schedule)
-        self.mqtt_host, self.mqtt_port = mqtt_host, mqtt_port
+        self.mqtt_endpoint = mqtt_endpoint
         self.opcua_host, self.opcua_port = opcua_host, opcua_port
+        self.opcua_security = opcua_security
         self.rate_hz, self.time_scale = rate_hz, time_scale
         self.subscribe_all = subscribe_all
         self.mqtt_protocol = check_protocol(mqtt_protocol)
@@ -196,7 +201,7 @@ class PlantSimulator:
     async def start(self) -> None:
         """Connect to the broker, serve OPC UA, and start ticking."""
         try:
-            if self.mqtt_host is not None:
+            if self.mqtt_endpoint is not None:
                 await asyncio.to_thread(self._connect_mqtt)
             if self.opcua_port is not None:
                 await self._start_opcua()
@@ -288,6 +293,8 @@ class PlantSimulator:
 
     # -- MQTT ------------------------------------------------------------------------------------
     def _connect_mqtt(self) -> None:
+        endpoint = self.mqtt_endpoint
+        assert endpoint is not None  # start() connects only with an endpoint
         client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
@@ -318,18 +325,19 @@ class PlantSimulator:
         client.on_subscribe = on_subscribe
         client.on_publish = self._on_publish
         client.on_message = self._on_command
+        endpoint.apply(client)
         try:
-            client.connect(self.mqtt_host or "", self.mqtt_port, keepalive=30)
+            client.connect(endpoint.host, endpoint.port, keepalive=30)
         except OSError as exc:
             raise ConnectionError(
-                f"mqtt: cannot reach the broker at {self.mqtt_host}:{self.mqtt_port}: {exc}"
+                f"mqtt: cannot reach the broker at {endpoint.url}: {exc}"
             ) from exc
         client.loop_start()
         if not ready.wait(15.0) or failure:
             client.loop_stop()
             client.disconnect()
             why = failure[0] if failure else "no CONNACK/SUBACK within 15 s"
-            raise ConnectionError(f"mqtt: broker {self.mqtt_host}:{self.mqtt_port}: {why}")
+            raise ConnectionError(f"mqtt: broker {endpoint.url}: {why}")
         self._client = client
 
     def _disconnect(self, client: mqtt.Client) -> None:
@@ -436,11 +444,15 @@ class PlantSimulator:
     async def _start_opcua(self) -> None:
         if self.opcua_port == 0:
             self.opcua_port = _free_port(self.opcua_host)
-        server = Server()
+        security = self.opcua_security
+        server = Server(user_manager=security.user_manager()) if security else Server()
         await server.init()
         server.set_endpoint(self.opcua_endpoint)
         server.set_server_name("twinforge plant simulator")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if security:
+            await security.apply(server)
+        else:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         index = await server.register_namespace(NAMESPACE_URI)
         if index != NAMESPACE_INDEX:
             raise RuntimeError(f"opcua: {NAMESPACE_URI} got namespace index {index}, not 2")

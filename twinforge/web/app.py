@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import json
 from typing import Any
 
+from cross_web import HTTPException
 from fastapi import FastAPI, Request, Response
+from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -28,10 +32,51 @@ from twinforge.web.graphiql import ASSETS_PATH, GraphiQLAssets, graphiql_html
 #: The schema a request started on, so that its execution and its context agree even if
 #: an upload rebuilds the schema meanwhile.
 _REQUEST_SCHEMA: contextvars.ContextVar[BuiltSchema] = contextvars.ContextVar("schema")
+#: The request's context, for the GraphiQL page (strawberry renders it without one).
+_REQUEST_CONTEXT: contextvars.ContextVar[ApiContext] = contextvars.ContextVar("context")
+#: The longest close reason a WebSocket frame carries (125 bytes less the code).
+_MAX_CLOSE_REASON = 123
 
 
 class _TransportWS(BaseGraphQLTransportWSHandler[ApiContext, None]):
     view: _GraphQL
+    _watch: asyncio.Task[None] | None = None
+
+    async def handle_connection_init(self, message: Any) -> None:
+        await super().handle_connection_init(message)
+        if self.connection_acknowledged and self._watch is None:
+            self._watch = asyncio.create_task(self._watch_credentials())
+            self._watch.add_done_callback(self._task_done)
+
+    async def shutdown(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await super().shutdown()
+
+    async def _watch_credentials(self) -> None:
+        """Re-verify the connection's credentials every few seconds: a key revoked or
+        expired, a token revoked or expired ends the session, each operation with a
+        GraphQL error saying why, then the socket (4403)."""
+        interval = self.context.services.session_check_s
+        while True:
+            await asyncio.sleep(interval)
+            lapsed = await self.context.recheck()
+            if lapsed is None:
+                continue
+            error = {"message": lapsed.message, "extensions": lapsed.extensions}
+            for operation in list(self.operations.values()):
+                if operation.task is not None:
+                    operation.task.cancel()
+                with contextlib.suppress(Exception):
+                    await operation.send_operation_message(
+                        {"id": operation.id, "type": "error", "payload": [error]}
+                    )
+            reason = lapsed.message.encode()[:_MAX_CLOSE_REASON].decode(errors="ignore")
+            with contextlib.suppress(Exception):
+                await self.websocket.close(code=4403, reason=reason)
+            return
 
     async def handle_task_exception(self, error: Exception) -> None:
         if isinstance(error, WebSocketDisconnected):
@@ -116,10 +161,26 @@ class _GraphQL(GraphQL[ApiContext, None]):
         built = self._holder.current()
         _REQUEST_SCHEMA.set(built)
         context = ApiContext(self._services, built.types, lambda: self._holder.refresh().types)
+        context.connection = request
+        _REQUEST_CONTEXT.set(context)
         if isinstance(request, Request):  # a WebSocket authenticates with its init payload
             context.request = request
             await context.authenticate()
+            if (refused := context.address_refused) is not None:
+                raise HTTPException(429, refused.message)
         return context
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        context = _REQUEST_CONTEXT.get(None)
+        if self._services.introspection == "authenticated" and (
+            context is None or not context.authenticated
+        ):
+            return PlainTextResponse(
+                "GraphiQL is for authenticated callers here (TWINFORGE_API_INTROSPECTION="
+                "authenticated): send Authorization: Bearer <token or API key>",
+                status_code=401,
+            )
+        return await super().render_graphql_ide(request)
 
     async def on_ws_connect(self, context: ApiContext) -> dict[str, object] | None:
         # Authenticate once per connection: a subscription socket without valid

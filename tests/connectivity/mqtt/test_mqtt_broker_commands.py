@@ -1,7 +1,8 @@
 """The simulator and the command transport in MQTT 3.1.1 against a real embedded broker
 (amqtt in its child process), which has no MQTT v5 properties: commands travel in the
 payload form of the wire contract. The v5 side is tested against Mosquitto in
-test_simulator.py and test_mqtt_commands.py.
+test_simulator.py and test_mqtt_commands.py. Every client logs in with the credentials the
+data dir generates for the server and the simulated plant.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from support.ingest_parts import wait_for
 
+from twinforge.auth.devices import plant_credential, server_credential
 from twinforge.connectivity.command_reply import CommandReply
 from twinforge.connectivity.mqtt.broker import EmbeddedBroker
 from twinforge.connectivity.mqtt.commands import MqttCommandTransport
+from twinforge.connectivity.mqtt.endpoint import MqttEndpoint
 from twinforge.sim.layout import PlantLayout, sample_plant
 from twinforge.sim.simulator import PlantSimulator
 from twinforge.twin_models import parse_models, validate_telemetry
@@ -30,9 +33,13 @@ HOST = "127.0.0.1"
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    log_file = Path(tmp_path_factory.mktemp("broker")) / "broker.log"
-    with EmbeddedBroker(log_file=log_file) as running:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Path(tmp_path_factory.mktemp("broker"))
+
+
+@pytest.fixture(scope="module")
+def broker(data_dir: Path) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(data_dir=data_dir, log_file=data_dir / "broker.log") as running:
         yield running
 
 
@@ -42,33 +49,50 @@ def layout() -> PlantLayout:
 
 
 @pytest.fixture(scope="module")
-def simulator(broker: EmbeddedBroker, layout: PlantLayout) -> Iterator[PlantSimulator]:
+def simulator(
+    broker: EmbeddedBroker, layout: PlantLayout, data_dir: Path
+) -> Iterator[PlantSimulator]:
+    username, password = plant_credential(data_dir, [twin.id for twin in layout.twins])
     # 10 ticks a second, 3 simulated seconds each: the spindle settles within a second.
     sim = PlantSimulator(
         layout,
-        mqtt_host=HOST,
-        mqtt_port=broker.port,
+        mqtt_endpoint=MqttEndpoint(HOST, broker.port, username=username, password=password),
         opcua_port=None,
         rate_hz=10,
         time_scale=30,
         mqtt_protocol=mqtt.MQTTv311,
+        client_id=f"{username}-sim",
     )
     with sim:
         yield sim
 
 
 @pytest.fixture(scope="module")
-def transport(broker: EmbeddedBroker, simulator: PlantSimulator) -> Iterator[MqttCommandTransport]:
-    with MqttCommandTransport(HOST, broker.port, protocol=mqtt.MQTTv311) as running:
+def transport(
+    broker: EmbeddedBroker, simulator: PlantSimulator, data_dir: Path
+) -> Iterator[MqttCommandTransport]:
+    username, password = server_credential(data_dir)
+    with MqttCommandTransport(
+        MqttEndpoint(HOST, broker.port, username=username, password=password),
+        client_id=f"{username}-commands",
+        protocol=mqtt.MQTTv311,
+    ) as running:
         yield running
 
 
 class Subscriber:
-    """A paho MQTT 3.1.1 client collecting the JSON bodies of one twin's telemetry."""
+    """A paho MQTT 3.1.1 client, logged in as the server, collecting the JSON bodies of
+    one twin's telemetry."""
 
-    def __init__(self, port: int, twin: str) -> None:
+    def __init__(self, port: int, twin: str, data_dir: Path) -> None:
         self.bodies: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        username, password = server_credential(data_dir)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"{username}-telemetry-{twin}",
+            protocol=mqtt.MQTTv311,
+        )
+        self.client.username_pw_set(username, password)
         subscribed = threading.Event()
         self.client.on_message = lambda _c, _u, m: self.bodies.put(json.loads(m.payload))
         self.client.on_subscribe = lambda *_: subscribed.set()
@@ -94,10 +118,10 @@ class Subscriber:
 
 
 def test_telemetry_reaches_a_311_subscriber(
-    broker: EmbeddedBroker, simulator: PlantSimulator, layout: PlantLayout
+    broker: EmbeddedBroker, simulator: PlantSimulator, layout: PlantLayout, data_dir: Path
 ) -> None:
     conveyor = layout.twin("conveyor-01")
-    subscriber = Subscriber(broker.port, conveyor.id)
+    subscriber = Subscriber(broker.port, conveyor.id, data_dir)
     try:
         body = subscriber.wait_for(lambda _: True)
     finally:
@@ -111,10 +135,13 @@ def test_telemetry_reaches_a_311_subscriber(
 
 
 def test_commands_round_trip_in_the_payload_form(
-    broker: EmbeddedBroker, simulator: PlantSimulator, transport: MqttCommandTransport
+    broker: EmbeddedBroker,
+    simulator: PlantSimulator,
+    transport: MqttCommandTransport,
+    data_dir: Path,
 ) -> None:
     cnc = "cnc-01"
-    subscriber = Subscriber(broker.port, cnc)
+    subscriber = Subscriber(broker.port, cnc, data_dir)
     handled = simulator.commands_handled
 
     async def send(command: str, request: Any) -> CommandReply:

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -22,10 +23,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from support.mqtt_device import CommandDevice
 
+from twinforge.audit import AuditTrail
 from twinforge.connectivity.command_reply import CommandReply
 from twinforge.connectivity.mqtt.commands import MqttCommandTransport
+from twinforge.connectivity.mqtt.endpoint import MqttEndpoint
+from twinforge.connectivity.mqtt.part import audit_ignored_replies
+from twinforge.connectivity.mqtt.topics import reply_topic
 
 BROKER = ("127.0.0.1", 1883)
+ENDPOINT = MqttEndpoint(*BROKER)
 
 
 @dataclass
@@ -89,7 +95,7 @@ def twin() -> str:
 
 @pytest.fixture
 def transport() -> Iterator[MqttCommandTransport]:
-    with MqttCommandTransport(*BROKER, response_prefix=f"test/{uuid.uuid4().hex[:8]}") as t:
+    with MqttCommandTransport(ENDPOINT) as t:
         yield t
 
 
@@ -106,15 +112,15 @@ def test_round_trip_follows_the_wire_contract(twin: str, transport: MqttCommandT
         f"twins/{twin}/commands/setSpeed",
         {
             "request": 1.5,
-            "responseTopic": transport.response_topic,
+            "responseTopic": reply_topic(twin, transport.client_id),
             "correlationId": first.correlation.hex(),
         },
         1,
     )
     assert second.payload["request"] is None
-    assert first.response_topic == transport.response_topic
-    assert transport.response_topic.startswith("test/")
-    assert transport.response_topic.endswith(f"/{transport.client_id}")
+    # Under the twin the command went to, so an ACL can tell who may answer.
+    assert first.response_topic == f"twins/{twin}/replies/{transport.client_id}"
+    assert transport.reply_subscription == f"twins/+/replies/{transport.client_id}"
     assert len(first.correlation) == 16 and first.correlation != second.correlation
     assert transport.ignored == {}
 
@@ -130,9 +136,7 @@ def test_v5_replies_may_carry_the_correlation_in_the_payload(
 
 @pytest.fixture
 def transport_311() -> Iterator[MqttCommandTransport]:
-    with MqttCommandTransport(
-        *BROKER, response_prefix=f"test/{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv311
-    ) as t:
+    with MqttCommandTransport(ENDPOINT, protocol=mqtt.MQTTv311) as t:
         yield t
 
 
@@ -148,7 +152,7 @@ def test_mqtt_311_round_trips_use_the_payload_form(
         replies = asyncio.run(many())
     assert [reply.response for reply in replies] == [{"echo": n} for n in range(20)]
     first = machine.received[0]
-    assert first.response_topic == transport_311.response_topic
+    assert first.response_topic == reply_topic(twin, transport_311.client_id)
     assert set(first.payload) == {"request", "responseTopic", "correlationId"}
     assert transport_311.ignored == {}
 
@@ -266,6 +270,49 @@ def test_late_replies_are_ignored(twin: str, transport: MqttCommandTransport) ->
     assert transport.ignored == {"unknownCorrelation": 1}
 
 
+class Forger(Machine):
+    """A machine that first answers on another twin's reply topic, as a device that
+    does not own the twin would, then on the right one."""
+
+    def __init__(self, twin: str, other_twin: str, protocol: int) -> None:
+        super().__init__(twin, echo_in_payload, protocol)
+        self.other_twin = other_twin
+
+    def on_command(self, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
+        payload = json.loads(message.payload)
+        server_id = payload["responseTopic"].rsplit("/", 1)[1]
+        forged = {"status": 500, "error": "forged", "correlationId": payload["correlationId"]}
+        wrong = reply_topic(self.other_twin, server_id)
+        client.publish(wrong, json.dumps(forged), qos=1)  # one client: it arrives first
+        super().on_command(client, message)
+
+
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311])
+def test_a_reply_on_another_twins_topic_is_ignored(twin: str, protocol: int) -> None:
+    with (
+        MqttCommandTransport(ENDPOINT, protocol=protocol) as transport,
+        Forger(twin, f"{twin}-other", protocol),
+    ):
+        reply = asyncio.run(transport.send(twin, "setSpeed", 3, timeout=5))
+    assert reply == CommandReply(200, {"echo": 3})
+    assert transport.ignored == {"wrongTwin": 1}
+
+
+def test_ignored_replies_are_audited(twin: str, tmp_path: Path) -> None:
+    with AuditTrail(tmp_path / "audit.sqlite3") as trail:
+        audited = audit_ignored_replies(trail)
+        with (
+            MqttCommandTransport(ENDPOINT, on_ignored=audited) as transport,
+            Forger(twin, f"{twin}-other", mqtt.MQTTv5),
+        ):
+            reply = asyncio.run(transport.send(twin, "setSpeed", 3, timeout=5))
+        assert reply.status == 200
+        (record,) = [r for r in trail.records() if r.action == "command.reply_dropped"]
+        assert record.outcome == "wrongTwin"
+        assert record.target == f"twin:{twin}-other"
+        assert trail.verify()[1] is None
+
+
 @pytest.mark.parametrize(
     ("twin_id", "command", "request_value", "message"),
     [
@@ -293,17 +340,15 @@ def test_bad_timeouts_and_settings_are_refused(transport: MqttCommandTransport) 
         with pytest.raises(ValueError, match="timeout: must be"):
             asyncio.run(transport.send("cnc-1", "start", None, timeout=timeout))
     with pytest.raises(ValueError, match="client_id: '#' cannot appear"):
-        MqttCommandTransport(*BROKER, client_id="a#")
-    with pytest.raises(ValueError, match="response_prefix: '\\+' cannot appear"):
-        MqttCommandTransport(*BROKER, response_prefix="x/+")
+        MqttCommandTransport(ENDPOINT, client_id="a#")
     with pytest.raises(ValueError, match="protocol: must be paho"):
-        MqttCommandTransport(*BROKER, protocol=mqtt.MQTTv31)
+        MqttCommandTransport(ENDPOINT, protocol=mqtt.MQTTv31)
 
 
 def test_unconnected_transport_answers_unavailable() -> None:
-    idle = MqttCommandTransport(*BROKER)
+    idle = MqttCommandTransport(ENDPOINT)
     reply = asyncio.run(idle.send("cnc-1", "start", None, timeout=1))
     assert reply.status == 503
-    assert reply.error == "not connected to the MQTT broker 127.0.0.1:1883"
+    assert reply.error == "not connected to the MQTT broker mqtt://127.0.0.1:1883"
     with pytest.raises(ConnectionError, match="not reachable"):
-        MqttCommandTransport("127.0.0.1", 1).start(timeout=0.5)
+        MqttCommandTransport(MqttEndpoint("127.0.0.1", 1)).start(timeout=0.5)

@@ -14,6 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from support.ingest_parts import CNC, PUMP, LocalHosts, example_models, wait_for
 
+from twinforge.connectivity.mqtt.endpoint import MqttEndpoint
 from twinforge.connectivity.mqtt.telemetry import (
     MqttIngest,
     TopicMapping,
@@ -25,6 +26,7 @@ from twinforge.ingest.pipeline import IngestPipeline
 from twinforge.ingest.validation import TelemetryValidator
 
 BROKER = ("127.0.0.1", 1883)
+ENDPOINT = MqttEndpoint(*BROKER)
 RUN = uuid.uuid4().hex[:8]
 PREFIX = f"test-{RUN}/"  # topics of this run only: the broker is shared
 PUMP_1, PUMP_2, CNC_1 = f"pump-{RUN}-1", f"pump-{RUN}-2", f"cnc-{RUN}-1"
@@ -57,7 +59,7 @@ def ingest(pipeline: IngestPipeline, client_id: str | None = None) -> MqttIngest
     # A short session expiry: the shared broker forgets this test's session soon after.
     return MqttIngest(
         pipeline,
-        *BROKER,
+        ENDPOINT,
         client_id=client_id or f"test-ingest-{uuid.uuid4().hex[:8]}",
         mappings=[MAPPING],
         session_expiry_s=30,

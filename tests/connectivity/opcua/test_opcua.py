@@ -13,17 +13,18 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from asyncua import Server, ua
+from support.opcua_intake import RecordingIntake
 
 from twinforge.connectivity.command_reply import CommandReply, InvalidCommandReply
 from twinforge.connectivity.opcua.commands import OpcUaCommandTransport
 from twinforge.connectivity.opcua.nodes import PLANT_NAMESPACE, MappingError
+from twinforge.connectivity.opcua.security import NO_SECURITY, ClientSecurity
 from twinforge.connectivity.opcua.telemetry import (
     BAD_STATUS_REASON,
     NodeMapping,
@@ -35,7 +36,7 @@ from twinforge.connectivity.opcua.telemetry import (
     parse_mappings,
     source_time,
 )
-from twinforge.ingest.messages import WRONG_TYPE, Rejection
+from twinforge.ingest.messages import WRONG_TYPE
 
 T = TypeVar("T")
 TWINS = ("press-1", "press-2")
@@ -160,64 +161,6 @@ class PlantServer:
         return {"echo": echo, "setSpeed": set_speed, "garbage": garbage, "slow": slow}
 
 
-class RecordingIntake:
-    """Keeps every offer and rejection; every offer is accepted at once."""
-
-    def __init__(self) -> None:
-        self.offers: list[dict[str, Any]] = []
-        self.rejections: list[Rejection] = []
-        self._changed = threading.Condition()
-
-    def offer(
-        self,
-        twin_id: str,
-        values: dict[str, Any],
-        *,
-        component: str | None = None,
-        source_time: float | None = None,
-        origin: str = "",
-        payload: bytes = b"",
-        kind: str = "telemetry",
-    ) -> Future[bool]:
-        with self._changed:
-            self.offers.append(
-                {
-                    "twin_id": twin_id,
-                    "values": values,
-                    "component": component,
-                    "source_time": source_time,
-                    "origin": origin,
-                }
-            )
-            self._changed.notify_all()
-        future: Future[bool] = Future()
-        future.set_result(True)
-        return future
-
-    def reject(self, rejection: Rejection) -> None:
-        with self._changed:
-            self.rejections.append(rejection)
-            self._changed.notify_all()
-
-    def wait_offer(self, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
-        """The first offer whose keys equal ``match``; fails the test after ``timeout``."""
-        return self._wait(lambda: [o for o in self.offers if o.items() >= match.items()], timeout)
-
-    def wait_rejection(self, timeout: float = 5.0, **match: Any) -> Rejection:
-        return self._wait(
-            lambda: [
-                r for r in self.rejections if all(getattr(r, k) == v for k, v in match.items())
-            ],
-            timeout,
-        )
-
-    def _wait(self, find: Callable[[], list[T]], timeout: float) -> T:
-        with self._changed:
-            if not self._changed.wait_for(find, timeout):
-                pytest.fail(f"nothing matched within {timeout}s; offers={self.offers[-5:]}")
-            return find()[0]
-
-
 @pytest.fixture(scope="module")
 def plant() -> Iterator[PlantServer]:
     server = PlantServer(_free_port()).start()
@@ -230,11 +173,17 @@ def mapping(twin: str, field: str, component: str | None = None) -> NodeMapping:
     return NodeMapping(f"ns=2;s={node}", twin, field, component)
 
 
-def fast_ingest(url: str, mappings: list[NodeMapping], intake: RecordingIntake) -> OpcUaIngest:
+def fast_ingest(
+    url: str,
+    mappings: list[NodeMapping],
+    intake: RecordingIntake,
+    security: ClientSecurity = NO_SECURITY,
+) -> OpcUaIngest:
     return OpcUaIngest(
         url,
         mappings,
         intake,
+        security=security,
         publishing_interval_ms=50,
         reconnect_initial_s=0.1,
         reconnect_max_s=0.5,
@@ -311,7 +260,7 @@ def test_ingest_and_commands_reconnect_when_the_server_restarts() -> None:
     plant = PlantServer(port).start()
     intake = RecordingIntake()
     ingest = fast_ingest(plant.url, [mapping("press-1", "temperature")], intake)
-    machines = OpcUaCommandTransport(plant.url)
+    machines = OpcUaCommandTransport(plant.url, security=NO_SECURITY)
     loop = asyncio.new_event_loop()  # the transport's connection lives on one loop
 
     def command() -> CommandReply:
@@ -374,9 +323,15 @@ def test_ingest_retries_an_unreachable_server_and_stops_promptly() -> None:
 def test_ingest_refuses_bad_settings() -> None:
     intake = RecordingIntake()
     with pytest.raises(ValueError, match="mappings"):
-        OpcUaIngest("opc.tcp://x:4840", [], intake)
+        OpcUaIngest("opc.tcp://x:4840", [], intake, security=NO_SECURITY)
     with pytest.raises(ValueError, match="publishing_interval_ms"):
-        OpcUaIngest("opc.tcp://x:4840", [mapping("a", "b")], intake, publishing_interval_ms=0)
+        OpcUaIngest(
+            "opc.tcp://x:4840",
+            [mapping("a", "b")],
+            intake,
+            security=NO_SECURITY,
+            publishing_interval_ms=0,
+        )
 
 
 def test_json_values_and_source_times() -> None:
@@ -396,17 +351,19 @@ def test_json_values_and_source_times() -> None:
 
 
 def test_discover_mappings_follows_the_convention(plant: PlantServer) -> None:
-    found = asyncio.run(discover_mappings(plant.url))
+    found = asyncio.run(discover_mappings(plant.url, security=NO_SECURITY))
     expected = {mapping(t, f) for t in TWINS for f in FIELDS} | {
         mapping(t, "rpm", component="spindle") for t in TWINS
     }
     assert set(found) == expected and len(found) == len(expected)
 
-    everything = asyncio.run(discover_mappings(plant.url, include_writable=True))
+    everything = asyncio.run(
+        discover_mappings(plant.url, security=NO_SECURITY, include_writable=True)
+    )
     assert set(everything) - set(found) == {mapping(t, "targetSpeed") for t in TWINS}
 
     with pytest.raises(LookupError, match="urn:nobody"):
-        asyncio.run(discover_mappings(plant.url, "urn:nobody"))
+        asyncio.run(discover_mappings(plant.url, "urn:nobody", security=NO_SECURITY))
 
 
 def test_mapping_files_load_and_bad_ones_name_the_field_and_rule(tmp_path: Path) -> None:
@@ -459,7 +416,7 @@ def test_mapping_files_load_and_bad_ones_name_the_field_and_rule(tmp_path: Path)
 
 def test_commands_call_the_method_and_parse_the_reply(plant: PlantServer) -> None:
     async def main() -> None:
-        async with OpcUaCommandTransport(plant.url) as machines:
+        async with OpcUaCommandTransport(plant.url, security=NO_SECURITY) as machines:
             echoed = await machines.send("press-1", "echo", {"a": [1, 2]}, timeout=5)
             assert echoed == CommandReply(200, {"a": [1, 2]})
             assert (await machines.send("press-1", "echo", None, timeout=5)).response is None
@@ -479,7 +436,7 @@ def test_commands_call_the_method_and_parse_the_reply(plant: PlantServer) -> Non
 
 def test_a_bad_reply_is_a_502_not_a_crash(plant: PlantServer) -> None:
     async def main() -> CommandReply:
-        async with OpcUaCommandTransport(plant.url) as machines:
+        async with OpcUaCommandTransport(plant.url, security=NO_SECURITY) as machines:
             reply = await machines.send("press-1", "garbage", None, timeout=5)
             # the connection survives for the next command
             assert (await machines.send("press-1", "echo", 1, timeout=5)).response == 1
@@ -493,7 +450,7 @@ def test_a_bad_reply_is_a_502_not_a_crash(plant: PlantServer) -> None:
 
 def test_a_slow_machine_gives_504_within_the_timeout(plant: PlantServer) -> None:
     async def main() -> None:
-        async with OpcUaCommandTransport(plant.url) as machines:
+        async with OpcUaCommandTransport(plant.url, security=NO_SECURITY) as machines:
             started = time.monotonic()
             reply = await machines.send("press-1", "slow", None, timeout=0.3)
             assert time.monotonic() - started < 1.5
@@ -505,7 +462,9 @@ def test_a_slow_machine_gives_504_within_the_timeout(plant: PlantServer) -> None
 
 def test_unreachable_server_gives_503_and_bad_arguments_raise() -> None:
     async def main() -> None:
-        async with OpcUaCommandTransport(f"opc.tcp://127.0.0.1:{_free_port()}/") as machines:
+        async with OpcUaCommandTransport(
+            f"opc.tcp://127.0.0.1:{_free_port()}/", security=NO_SECURITY
+        ) as machines:
             reply = await machines.send("press-1", "echo", None, timeout=5)
             assert reply.status == 503 and "unreachable" in (reply.error or "")
             with pytest.raises(ValueError, match="request: must be JSON-representable"):
@@ -524,7 +483,7 @@ def test_unreachable_server_gives_503_and_bad_arguments_raise() -> None:
 
 def test_write_property_converts_and_reports_refusals(plant: PlantServer) -> None:
     async def main() -> None:
-        async with OpcUaCommandTransport(plant.url) as machines:
+        async with OpcUaCommandTransport(plant.url, security=NO_SECURITY) as machines:
             assert (await machines.write_property("press-1", "targetSpeed", 42)).status == 200
             assert plant.read("press-1.targetSpeed") == 42.0
 

@@ -15,6 +15,7 @@ and matches the topic against per-topic callbacks for every message.
 from __future__ import annotations
 
 import logging
+import ssl
 import struct
 import threading
 import time
@@ -24,61 +25,111 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.client import PUBACK
 
+from twinforge.connectivity.mqtt.endpoint import MqttEndpoint
+
 log = logging.getLogger(__name__)
 
 #: Bytes asked of the socket per read: a few hundred telemetry messages.
 READ_SIZE = 1 << 18
+#: CONNACK reasons of a refused login: bad user name or password, not authorized.
+_LOGIN_REFUSED = (134, 135)
+_CLOSED = "it closed the connection before answering"
 
 
 def start_client(
     client: mqtt.Client,
-    host: str,
-    port: int,
-    ready: threading.Event,
+    endpoint: MqttEndpoint,
+    subscriptions: Subscriptions,
     timeout: float,
     **connect: Any,
 ) -> None:
-    """Connect in the background (paho retries on its own) and wait for ``ready``, which
-    the client's callbacks set once it can work (connected and subscribed).
+    """Connect ``client`` to ``endpoint`` and wait until ``subscriptions`` says it can
+    work (connected and subscribed); paho reconnects by itself afterwards. The caller has
+    set the client up with :meth:`MqttEndpoint.apply` once (paho takes TLS settings only
+    once per client, and a stopped client may be started again).
 
-    Raises ConnectionError, with the client stopped, when that takes over ``timeout`` s.
+    The first connect is made here, not in paho's thread, so that what stops it fails
+    start-up with its reason: ConnectionError (the client stopped) naming the broker and
+    why: unreachable, a TLS certificate refused (the ssl error: unknown CA, expired,
+    host name mismatch), the login refused (the CONNACK's reason), or no answer in
+    ``timeout`` s.
     """
-    client.connect_async(host, port, **connect)
+    if subscriptions.ready.is_set():
+        return  # already running (``with x.start()`` starts twice)
+    subscriptions.answered.clear()
+    subscriptions.refused = None
+    where = endpoint.url
+    # A TLS 1.3 server that refuses our certificate says so after the handshake: the
+    # socket error then reaches only paho's log.
+    socket_errors: list[str] = []
+    client.on_log = lambda _c, _u, level, text: (
+        level == mqtt.MQTT_LOG_ERR and socket_errors.append(text)
+    )
+    try:
+        client.connect(endpoint.host, endpoint.port, **connect)
+    except ssl.SSLCertVerificationError as error:
+        raise ConnectionError(
+            f"MQTT broker {where}: TLS certificate not accepted: {error.verify_message}"
+        ) from None
+    except ssl.SSLError as error:
+        raise ConnectionError(f"MQTT broker {where}: TLS handshake failed: {error}") from None
+    except OSError as error:
+        raise ConnectionError(f"MQTT broker {where} not reachable: {error}") from None
     client.loop_start()
-    if not ready.wait(timeout):
-        client.disconnect()
-        client.loop_stop()
-        raise ConnectionError(f"MQTT broker {host}:{port} not reachable in {timeout:g} s")
+    answered = subscriptions.answered.wait(timeout)
+    client.on_log = None
+    if answered and subscriptions.refused is None:
+        return
+    client.disconnect()
+    client.loop_stop()
+    if not answered:
+        raise ConnectionError(
+            f"MQTT broker {where}: not ready (no CONNACK/SUBACK) in {timeout:g} s"
+        )
+    refused = subscriptions.refused or ""
+    detail = f" ({socket_errors[0]})" if socket_errors else ""
+    if refused.startswith(_CLOSED) and endpoint.tls and not endpoint.cert_file:
+        detail += "; does it want a client certificate (TWINFORGE_MQTT_CERT_FILE)?"
+    raise ConnectionError(f"MQTT broker {where} refused the connection: {refused}{detail}")
 
 
 class Subscriptions:
     """The connection callbacks of a client that must hold subscriptions: it subscribes
     to ``filters()`` on every (re)connect, sets :attr:`ready` once the broker has answered
     (also when it refused some filters, unless ``all_needed``) and clears it when the
-    connection drops; paho reconnects by itself."""
+    connection drops; paho reconnects by itself. :attr:`answered` is set by the first
+    answer, good or bad; :attr:`refused` then says why the broker said no, if it did."""
 
     def __init__(
         self,
         client: mqtt.Client,
-        host: str,
-        port: int,
+        where: str,
         filters: Callable[[], list[str]],
         *,
         all_needed: bool,
     ) -> None:
         self.ready = threading.Event()
-        self._where = f"{host}:{port}"
+        self.answered = threading.Event()
+        self.refused: str | None = None
+        self._where = where
         self._filters = filters
         self._all_needed = all_needed
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
 
+    def _refuse(self, why: str) -> None:
+        if not self.answered.is_set():
+            self.refused = why
+            self.answered.set()
+
     def _on_connect(
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
         if reason.is_failure:
             log.warning("MQTT connect to %s refused: %s", self._where, reason)
+            login = reason.value in _LOGIN_REFUSED
+            self._refuse(f"{reason}{' (check the MQTT username and password)' if login else ''}")
             return
         client.subscribe([(topic, 1) for topic in dict.fromkeys(self._filters())])
 
@@ -89,14 +140,17 @@ class Subscriptions:
         if refused:
             log.warning("MQTT broker %s refused subscriptions: %s", self._where, refused)
             if self._all_needed:
+                self._refuse(f"subscriptions refused: {', '.join(map(str, refused))}")
                 return
         # Ready means subscribed: a message published after start() returns arrives.
         self.ready.set()
+        self.answered.set()
 
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
         self.ready.clear()
+        self._refuse(f"{_CLOSED} ({reason})")
         if reason.is_failure:
             log.warning("MQTT connection to %s lost (%s); reconnecting", self._where, reason)
 
@@ -169,10 +223,28 @@ class BufferedClient(mqtt.Client):
             data = super()._sock_recv(READ_SIZE)  # BlockingIOError when nothing is there
             if not data:
                 return data  # the connection is closed
+            if isinstance(self._sock, ssl.SSLSocket):
+                data = self._more_records(data)
             self._buffer, self._at = data, 0
         start = self._at
         self._at = min(start + bufsize, len(self._buffer))
         return self._buffer[start : self._at]
+
+    def _more_records(self, data: bytes) -> bytes:
+        # A TLS read returns one record, and brokers write a record per packet: without
+        # this, every message would cost a select() and a pass through paho's loop again.
+        chunks = [data]
+        size = len(data)
+        while size < READ_SIZE:
+            try:
+                chunk = super()._sock_recv(READ_SIZE - size)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break  # closed: the next read reports it
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         # paho reads one packet per select(); buffered packets would wait for more bytes

@@ -1,14 +1,18 @@
 """Sending DTDL commands to machines over MQTT request/response (paho-mqtt).
 
 Topics and payloads follow :mod:`twinforge.connectivity.mqtt.topics`: the response topic
-is ``{response_prefix}/{client_id}`` and the correlation 16 random bytes, in hex. Under
+of a command for twin X is ``twins/X/replies/{client_id}`` and the correlation 16 random
+bytes, in hex. A reply counts only on the topic of the twin its command went to: where a
+broker ACL lets only that twin's device publish there (the embedded broker's does), a
+reply is known to come from the device that owns the twin. Under
 MQTT v5 the request also carries a MessageExpiryInterval; 3.1.1 (all the embedded broker
 speaks) has no message expiry, so there a command may reach a machine that reconnects
 late to a persistent session.
 
 Failures come back as replies (see :mod:`twinforge.connectivity.command_reply`): 503 when the
 broker is not reachable, 504 when no reply came in time, 502 when only unusable replies
-came. Unusable replies (not JSON, wrong shape, unknown or missing correlation) are counted
+came. Unusable replies (not JSON, wrong shape, unknown or missing correlation, another
+twin's topic) are counted
 in :attr:`MqttCommandTransport.ignored` and otherwise ignored, so a later good reply still
 counts.
 """
@@ -20,9 +24,11 @@ import contextlib
 import json
 import logging
 import math
+import secrets
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Self
 
 import paho.mqtt.client as mqtt
@@ -37,12 +43,15 @@ from twinforge.connectivity.command_reply import (
     InvalidCommandReply,
 )
 from twinforge.connectivity.mqtt.client import Subscriptions, start_client
+from twinforge.connectivity.mqtt.endpoint import MqttEndpoint
 from twinforge.connectivity.mqtt.topics import (
     CORRELATION_KEY,
     REQUEST_KEY,
     RESPONSE_TOPIC_KEY,
     check_protocol,
     command_topic,
+    reply_subscription,
+    reply_topic,
 )
 from twinforge.lifecycle import Running
 
@@ -59,6 +68,7 @@ _TOPIC_UNSAFE = ("/", "+", "#", "\x00")
 
 # Ignored-reply reasons, the keys of MqttCommandTransport.ignored.
 UNEXPECTED_TOPIC = "unexpectedTopic"
+WRONG_TWIN = "wrongTwin"
 OVERSIZE = "oversize"
 NO_CORRELATION = "noCorrelation"
 UNKNOWN_CORRELATION = "unknownCorrelation"
@@ -76,20 +86,22 @@ class MqttCommandTransport(Running):
 
     def __init__(
         self,
-        host: str,
-        port: int = 1883,
+        endpoint: MqttEndpoint,
         client_id: str | None = None,
-        response_prefix: str = "twinforge/responses",
         *,
         max_reply_bytes: int = MAX_REPLY_BYTES,
         protocol: int = mqtt.MQTTv5,
+        on_ignored: Callable[[str, str], None] | None = None,
     ) -> None:
-        self.host, self.port = host, port
+        self.endpoint = endpoint
+        #: Called (network thread) with the reason and topic of each ignored reply: the
+        #: server audits them, as a forged reply is an attack on the audit log itself.
+        self.on_ignored = on_ignored
         self.protocol = check_protocol(protocol)
         self.client_id = client_id or f"twinforge-commands-{uuid.uuid4().hex[:12]}"
         _check_topic_text("client_id", self.client_id, allow_slash=False)
-        _check_topic_text("response_prefix", response_prefix, allow_slash=True)
-        self.response_topic = f"{response_prefix}/{self.client_id}"
+        #: Where the replies to this transport's commands arrive, for every twin.
+        self.reply_subscription = reply_subscription(self.client_id)
         self.max_reply_bytes = max_reply_bytes
         #: Replies ignored so far, by reason (``malformed``, ``unknownCorrelation``, ...).
         self.ignored: Counter[str] = Counter()
@@ -100,20 +112,23 @@ class MqttCommandTransport(Running):
             mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=self.protocol
         )
         # Without its response topic the transport could send but never hear back.
-        self._ready = Subscriptions(
-            self._client, host, port, lambda: [self.response_topic], all_needed=True
-        ).ready
+        self._subscriptions = Subscriptions(
+            self._client, endpoint.url, lambda: [self.reply_subscription], all_needed=True
+        )
+        self._ready = self._subscriptions.ready
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(min_delay=0.1, max_delay=5)
+        endpoint.apply(self._client)
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> Self:
-        """Connect (retrying in the background) and return once replies can arrive."""
+        """Connect and return once replies can arrive; ConnectionError with the cause
+        when the broker cannot be reached or refuses."""
         # A clean session each time: replies to commands of an earlier session are of no
         # use, their senders have already been told 504. (3.1.1 clients are clean by default.)
         session = {"clean_start": True} if self.protocol == mqtt.MQTTv5 else {}
-        start_client(self._client, self.host, self.port, self._ready, timeout, **session)
+        start_client(self._client, self.endpoint, self._subscriptions, timeout, **session)
         return self
 
     def stop(self) -> None:
@@ -142,10 +157,11 @@ class MqttCommandTransport(Running):
             raise ValueError(f"timeout: must be a number of seconds, not {timeout!r}")
         if not (math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"timeout: must be positive and finite, not {timeout!r}")
-        correlation = uuid.uuid4().bytes
+        correlation = secrets.token_bytes(16)
+        response_topic = reply_topic(twin_id, self.client_id)
         body = {
             REQUEST_KEY: request,
-            RESPONSE_TOPIC_KEY: self.response_topic,
+            RESPONSE_TOPIC_KEY: response_topic,
             CORRELATION_KEY: correlation.hex(),
         }
         try:
@@ -154,14 +170,14 @@ class MqttCommandTransport(Running):
             raise ValueError(f"request: not a JSON value ({error})") from None
         if not self._ready.is_set():
             return CommandReply(
-                UNAVAILABLE, error=f"not connected to the MQTT broker {self.host}:{self.port}"
+                UNAVAILABLE, error=f"not connected to the MQTT broker {self.endpoint.url}"
             )
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop, loop.create_future())
+        waiter = _Waiter(loop, loop.create_future(), response_topic)
         properties = None
         if self.protocol == mqtt.MQTTv5:
             properties = Properties(PacketTypes.PUBLISH)
-            properties.ResponseTopic = self.response_topic
+            properties.ResponseTopic = response_topic
             properties.CorrelationData = correlation
             # The broker drops it once nobody waits for its reply any more.
             properties.MessageExpiryInterval = max(1, math.ceil(timeout))
@@ -193,29 +209,35 @@ class MqttCommandTransport(Running):
             self._take_reply(message)
         except Exception:  # one bad reply must never stop the network thread
             log.exception("handling a command reply on %r failed", message.topic)
-            self._ignore(MALFORMED)
+            self._ignore(MALFORMED, message.topic)
 
     def _take_reply(self, message: mqtt.MQTTMessage) -> None:
-        if message.topic != self.response_topic:
-            self._ignore(UNEXPECTED_TOPIC)
+        levels = message.topic.split("/")
+        if len(levels) != 4 or reply_topic(levels[1], self.client_id) != message.topic:
+            self._ignore(UNEXPECTED_TOPIC, message.topic)
             return
         if len(message.payload) > self.max_reply_bytes:
-            self._ignore(OVERSIZE)
+            self._ignore(OVERSIZE, message.topic)
             return
         correlation = getattr(getattr(message, "properties", None), "CorrelationData", None)
         if not correlation:
-            correlation = self._payload_correlation(message.payload)
+            correlation = self._payload_correlation(message.payload, message.topic)
             if correlation is None:
                 return
         with self._lock:
             waiter = self._waiting.get(bytes(correlation))
         if waiter is None:  # a late reply, or one meant for somebody else
-            self._ignore(UNKNOWN_CORRELATION)
+            self._ignore(UNKNOWN_CORRELATION, message.topic)
+            return
+        if message.topic != waiter.reply_topic:
+            # Whoever may publish under another twin is not the device that got the command.
+            self._ignore(WRONG_TWIN, message.topic)
+            log.warning("ignored a command reply on another twin's topic %r", message.topic)
             return
         try:
             reply = CommandReply.from_json(message.payload)
         except (InvalidCommandReply, RecursionError) as error:
-            self._ignore(MALFORMED)
+            self._ignore(MALFORMED, message.topic)
             waiter.unusable = str(error)[:300]
             log.warning("ignored an unusable command reply: %s", waiter.unusable)
             return
@@ -223,36 +245,45 @@ class MqttCommandTransport(Running):
         with contextlib.suppress(RuntimeError):
             waiter.loop.call_soon_threadsafe(_resolve, waiter.future, reply)
 
-    def _payload_correlation(self, payload: bytes) -> bytes | None:
+    def _payload_correlation(self, payload: bytes, topic: str) -> bytes | None:
         """The reply's ``correlationId`` field as bytes; None (counted) when it has none."""
         try:
             doc = json.loads(payload)
         except (ValueError, RecursionError):
-            self._ignore(MALFORMED)  # not JSON: nobody can tell whose reply it is
+            self._ignore(MALFORMED, topic)  # not JSON: nobody can tell whose reply it is
             return None
         value = doc.get(CORRELATION_KEY) if isinstance(doc, dict) else None
         if not value:
-            self._ignore(NO_CORRELATION)
+            self._ignore(NO_CORRELATION, topic)
             return None
         try:
             return bytes.fromhex(value)
         except (TypeError, ValueError):
-            self._ignore(MALFORMED)
+            self._ignore(MALFORMED, topic)
             return None
 
-    def _ignore(self, reason: str) -> None:
+    def _ignore(self, reason: str, topic: str) -> None:
         with self._lock:
             self.ignored[reason] += 1
+        if self.on_ignored is not None:
+            try:
+                self.on_ignored(reason, topic)
+            except Exception:  # the record is lost, the network thread is not
+                log.exception("recording an ignored command reply failed")
 
 
 class _Waiter:
-    __slots__ = ("future", "loop", "unusable")
+    __slots__ = ("future", "loop", "reply_topic", "unusable")
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[CommandReply]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[CommandReply],
+        reply_topic: str,
     ) -> None:
         self.loop = loop
         self.future = future
+        self.reply_topic = reply_topic
         self.unusable: str | None = None
 
 

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from twinforge.connectivity.mqtt import topics
 from twinforge.connectivity.mqtt.client import BufferedClient, Subscriptions, start_client
+from twinforge.connectivity.mqtt.endpoint import MqttEndpoint
 from twinforge.connectivity.mqtt.topics import INGEST_SUBSCRIPTIONS, MQTT_5, TIMESTAMP_KEY
 from twinforge.ingest.messages import (
     BAD_TIMESTAMP,
@@ -97,8 +98,7 @@ class MqttIngest(Running):
     def __init__(
         self,
         intake: Intake,
-        host: str,
-        port: int = 1883,
+        endpoint: MqttEndpoint,
         *,
         client_id: str | None = None,
         mappings: Sequence[TopicMapping] = (),
@@ -109,12 +109,16 @@ class MqttIngest(Running):
         prefix: str = "",
     ) -> None:
         self.intake = intake
-        self.host, self.port = host, port
+        self.endpoint = endpoint
         self.mappings = tuple(mappings)
         self.max_payload_bytes = max_payload_bytes
         self.received = 0
         #: Messages settled (durable or dead-lettered) and, at QoS 1, acknowledged.
         self.acknowledged = 0
+        #: Messages received but not acknowledged when :meth:`stop` disconnected: the
+        #: broker redelivers them on the next start of this session (this client id).
+        self.left_for_redelivery = 0
+        self._stopping = False
         self.client_id = client_id or f"twinforge-ingest-{uuid.uuid4().hex[:8]}"
         self.protocol = protocol
         if prefix and (not prefix.endswith("/") or any(c in prefix for c in "+#\0")):
@@ -131,12 +135,14 @@ class MqttIngest(Running):
             clean_session=None if v5 else False,
         )
         # A mapping's filter the broker refuses must not hold up the convention topics.
-        self.connected = Subscriptions(
-            self._client, host, port, self._filters, all_needed=False
-        ).ready
+        self._subscriptions = Subscriptions(
+            self._client, endpoint.url, self._filters, all_needed=False
+        )
+        self.connected = self._subscriptions.ready
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(min_delay=0.1, max_delay=5)
         self._client.max_queued_messages_set(0)
+        endpoint.apply(self._client)
         self._connect_properties: Properties | None = None
         if v5:
             self._connect_properties = Properties(PacketTypes.CONNECT)
@@ -157,16 +163,25 @@ class MqttIngest(Running):
         self._unacknowledged: dict[Future[bool], list[int]] = {}
 
     def start(self, timeout: float = 10.0) -> MqttIngest:
-        """Connect (retrying in the background) and return once subscribed."""
+        """Connect and return once subscribed; ConnectionError with the cause when the
+        broker cannot be reached or refuses (paho reconnects by itself later on)."""
         session: dict[str, Any] = {}
         if self._connect_properties is not None:
             session = {"clean_start": False, "properties": self._connect_properties}
-        start_client(self._client, self.host, self.port, self.connected, timeout, **session)
+        start_client(self._client, self.endpoint, self._subscriptions, timeout, **session)
         return self
 
     def stop(self) -> None:
+        """Disconnect, keeping the session; what was not acknowledged by then (still in
+        the pipeline, or failed) is counted in :attr:`left_for_redelivery`."""
+        with self._lock:
+            # From here no acknowledgement is sent: one queued after the DISCONNECT
+            # would never reach the broker, yet be counted as acknowledged.
+            self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
+        with self._lock:
+            self.left_for_redelivery = self.received - self.acknowledged
 
     def _filters(self) -> list[str]:
         return [self.prefix + t for t in INGEST_SUBSCRIPTIONS] + [m.topic for m in self.mappings]
@@ -191,10 +206,11 @@ class MqttIngest(Running):
     def _ack(self, done: Future[bool]) -> None:
         with self._lock:
             mids = self._unacknowledged.pop(done)
-        if done.exception() is not None:
-            return  # neither durable nor dead-lettered: leave it to redelivery
-        self._client.ack_many(mid for mid in mids if mid)
-        with self._lock:
+            if done.exception() is not None or self._stopping:
+                return  # not settled, or too late to say so: left to redelivery
+            # Under the lock, so that stop() finds each counted ack queued before its
+            # DISCONNECT (paho sends queued packets in order).
+            self._client.ack_many(mid for mid in mids if mid)
             self.acknowledged += len(mids)
 
     # -- decoding ------------------------------------------------------------------------

@@ -11,6 +11,8 @@ twinforge to devices, and back:
 
 * a command is published with QoS 1 to ``twins/{twinId}/commands/{command}`` with the
   payload ``{"request": <value or null>, "responseTopic": "...", "correlationId": "<hex>"}``;
+  the response topic is ``twins/{twinId}/replies/{serverClientId}``, under the twin the
+  command went to, so a broker ACL can let only that twin's device answer;
 * the device answers on that response topic with ``{"status": 200, "response": <value>,
   "correlationId": "<hex>"}`` or ``{"status": 4xx/5xx, "error": "...", "correlationId":
   "<hex>"}`` (see :mod:`twinforge.connectivity.command_reply`). Under MQTT v5 the request
@@ -33,6 +35,7 @@ __all__ = [
     "MQTT_3_1_1",
     "MQTT_5",
     "PROPERTIES",
+    "REPLIES",
     "REQUEST_KEY",
     "RESPONSE_TOPIC_KEY",
     "TELEMETRY",
@@ -40,6 +43,8 @@ __all__ = [
     "check_protocol",
     "command_topic",
     "parse_twin_topic",
+    "reply_subscription",
+    "reply_topic",
     "telemetry_topic",
 ]
 
@@ -47,6 +52,7 @@ __all__ = [
 TELEMETRY: Final = "telemetry"
 PROPERTIES: Final = "properties"
 COMMANDS: Final = "commands"
+REPLIES: Final = "replies"
 
 #: What the server subscribes to for ingest, and a device for the commands of any twin.
 INGEST_SUBSCRIPTIONS = (
@@ -76,6 +82,16 @@ def telemetry_topic(twin_id: str, component: str | None = None) -> str:
 def command_topic(twin_id: str, command: str) -> str:
     """Where the server publishes ``command`` for ``twin_id``'s device."""
     return f"twins/{twin_id}/{COMMANDS}/{command}"
+
+
+def reply_topic(twin_id: str, client_id: str) -> str:
+    """Where ``twin_id``'s device answers a command sent by the server client ``client_id``."""
+    return f"twins/{twin_id}/{REPLIES}/{client_id}"
+
+
+def reply_subscription(client_id: str) -> str:
+    """What the server client ``client_id`` subscribes to for the replies to its commands."""
+    return reply_topic("+", client_id)
 
 
 def parse_twin_topic(levels: list[str]) -> tuple[str, str | None, str] | None:

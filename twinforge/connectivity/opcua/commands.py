@@ -40,6 +40,7 @@ from twinforge.connectivity.opcua.nodes import (
     member_node_id,
     namespace_index,
 )
+from twinforge.connectivity.opcua.security import ClientSecurity
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +88,13 @@ class OpcUaCommandTransport:
         self,
         endpoint: str,
         *,
+        security: ClientSecurity,
         namespace_uri: str = PLANT_NAMESPACE,
         request_timeout_s: float = 60.0,
     ) -> None:
         # request_timeout_s bounds any one OPC UA request; per-call timeouts sit below it.
         self.endpoint = endpoint
+        self.security = security
         self.namespace_uri = namespace_uri
         self.reconnects = 0  # connections opened after the first
         self._request_timeout_s = request_timeout_s
@@ -219,7 +222,7 @@ class OpcUaCommandTransport:
             client = Client(self.endpoint, timeout=self._request_timeout_s)
             client.session_timeout = SESSION_TIMEOUT_MS
             try:
-                await client.connect()
+                await self.security.connect(client)
                 self._ns = await namespace_index(client, self.namespace_uri)
             except BaseException:
                 await _disconnect(client)

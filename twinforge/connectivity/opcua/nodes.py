@@ -27,6 +27,8 @@ from typing import Any
 import pydantic
 from asyncua import Client, ua
 
+from twinforge.connectivity.opcua.security import ClientSecurity
+
 log = logging.getLogger(__name__)
 
 PLANT_NAMESPACE = "urn:twinforge:plant"
@@ -198,6 +200,7 @@ async def discover_mappings(
     endpoint: str,
     namespace_uri: str = PLANT_NAMESPACE,
     *,
+    security: ClientSecurity,
     include_writable: bool = False,
     timeout: float = 10.0,
 ) -> list[NodeMapping]:
@@ -208,7 +211,7 @@ async def discover_mappings(
     """
     client = Client(endpoint, timeout=timeout)
     client.session_timeout = SESSION_TIMEOUT_MS
-    await client.connect()
+    await security.connect(client)
     try:
         ns = await namespace_index(client, namespace_uri)
         twins = await _children(client.nodes.objects, ns, ua.NodeClass.Object)

@@ -32,6 +32,7 @@ from twinforge.connectivity.opcua.nodes import (
     parse_mappings,
     resolve_node_id,
 )
+from twinforge.connectivity.opcua.security import ClientSecurity, OpcUaSecurityError
 from twinforge.ingest.messages import WRONG_TYPE, Intake, Rejection
 from twinforge.lifecycle import Running
 
@@ -115,6 +116,7 @@ class OpcUaIngest(Running):
         mappings: Iterable[NodeMapping],
         intake: Intake,
         *,
+        security: ClientSecurity,
         publishing_interval_ms: float = 100.0,
         queue_size: int = 100,
         reconnect_initial_s: float = 0.5,
@@ -138,6 +140,7 @@ class OpcUaIngest(Running):
                 f"{watchdog_interval_s=}, {request_timeout_s=}"
             )
         self.endpoint = endpoint
+        self.security = security
         self.mappings = list(mappings)
         if not self.mappings:
             raise ValueError("mappings: need at least one node mapping")
@@ -208,6 +211,10 @@ class OpcUaIngest(Running):
                 connections = self._connections
                 try:
                     await self._until_woken(self._session())
+                except OpcUaSecurityError as exc:
+                    if str(exc) != str(self.last_error):  # once per cause, not per retry
+                        log.error("%s", exc)
+                    self.last_error = exc
                 except (OSError, TimeoutError, ConnectionError, ua.UaError) as exc:
                     self.last_error = exc
                     log.info("OPC UA %s: %r", self.endpoint, exc)
@@ -249,7 +256,7 @@ class OpcUaIngest(Running):
             lost.set()
 
         client.connection_lost_callback = on_lost
-        await client.connect()
+        await self.security.connect(client)
         try:
             subscription = await self._subscribe(client)
             self._connections += 1

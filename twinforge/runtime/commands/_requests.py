@@ -26,8 +26,8 @@ class Refused(Exception):
 
 def check_ids(user: Principal, twin_id: Any, command: Any) -> None:
     """Raise :class:`Refused` unless the user, twin id and command name are usable."""
-    if not isinstance(user.name, str) or not user.name:
-        raise Refused("user: the user has no name")
+    if not isinstance(user.id, str) or not user.id:
+        raise Refused("user: the user has no id")
     if not isinstance(twin_id, str) or not twin_id:
         raise Refused(f"twinId: expected a non-empty string, got {type(twin_id).__name__}")
     if len(twin_id) > MAX_TWIN_ID_CHARS:

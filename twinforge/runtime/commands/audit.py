@@ -1,74 +1,42 @@
-"""The command audit log: one SQLite row per step of every invocation, never changed.
+"""The command audit: every step of every invocation, as records of the one audit trail.
 
-Each row says who (``user``, their ``roles``; ``approver`` for the second user who approved
-or rejected), what (``twin``, ``model``, ``command``, ``request``), when (``time``, epoch
-seconds), the ``action`` (``invoke``, ``approve``, ``reject``, ``expire``, ``reply``) and
-its outcome (``decision``, ``reason``, ``status``, ``response``, ``error``). The rows of one
-invocation share its ``correlation_id`` (the command id). Triggers refuse UPDATE and DELETE,
-so the file is append-only to anybody going through SQLite.
+Each step is a ``command.<action>`` record (``invoke``, ``approve``, ``reject``,
+``expire``, ``reply``) whose actor is who acted (the approver for ``approve`` and
+``reject``, else the requester), whose target is ``twin:<id>`` and whose details hold the
+invocation as it stood: who (``user``, ``roles``, ``approver``), what (``twin``,
+``model``, ``command``, ``request``) and the outcome (``decision``, ``reason``,
+``status``, ``response``, ``error``); the records of one invocation share its
+``correlation_id`` (the command id). Being rows of the trail, they are hash-chained with
+every other security-relevant act, so ``twinforge audit verify`` covers them too.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twinforge.audit import AuditTrail, LocalActor, Record
 from twinforge.lifecycle import Closing
 from twinforge.runtime.commands.record import CommandRecord
 
 __all__ = ["AuditEntry", "AuditLog"]
 
-#: Longest JSON text kept for a request or response; longer ones keep their head only.
-MAX_JSON_CHARS = 64 * 1024
-#: Longest id, name or message kept in a text column.
-MAX_TEXT_CHARS = 4096
+#: Longest JSON text kept for a request or response; longer ones keep their head only
+#: (the trail bounds a record's details as a whole, too).
+MAX_JSON_CHARS = 8 * 1024
 MAX_QUERY_LIMIT = 10_000
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS command_audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    time REAL NOT NULL,
-    action TEXT NOT NULL,
-    correlation_id TEXT NOT NULL,
-    user TEXT NOT NULL,
-    roles TEXT NOT NULL,
-    twin TEXT NOT NULL,
-    model TEXT,
-    command TEXT NOT NULL,
-    request TEXT,
-    decision TEXT,
-    reason TEXT,
-    status TEXT NOT NULL,
-    response TEXT,
-    error TEXT,
-    approver TEXT
-);
-CREATE INDEX IF NOT EXISTS command_audit_twin ON command_audit (twin, time);
-CREATE INDEX IF NOT EXISTS command_audit_user ON command_audit (user, time);
-CREATE INDEX IF NOT EXISTS command_audit_approver ON command_audit (approver, time);
-CREATE INDEX IF NOT EXISTS command_audit_time ON command_audit (time);
-CREATE INDEX IF NOT EXISTS command_audit_correlation ON command_audit (correlation_id);
-CREATE TRIGGER IF NOT EXISTS command_audit_no_update BEFORE UPDATE ON command_audit
-BEGIN SELECT RAISE(ABORT, 'the command audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS command_audit_no_delete BEFORE DELETE ON command_audit
-BEGIN SELECT RAISE(ABORT, 'the command audit log is append-only'); END;
-"""
-
-_COLUMNS = (
-    "id, time, action, correlation_id, user, roles, twin, model, command, request, "
-    "decision, reason, status, response, error, approver"
-)
+_PREFIX = "command."
+#: Just past every ``command.*`` action in text order, so the range uses the index.
+_PREFIX_END = "command/"
+_APPROVER_ACTIONS = frozenset({"approve", "reject"})
 
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
-    """One row; ``request`` and ``response`` are decoded JSON (a ``{"$truncated": ...}``
+    """One step; ``request`` and ``response`` are decoded JSON (a ``{"$truncated": ...}``
     object when they were too long to keep whole)."""
 
     id: int
@@ -90,48 +58,51 @@ class AuditEntry:
 
 
 class AuditLog(Closing):
-    """Append-only command audit in a SQLite file (WAL), shareable between threads."""
+    """The command steps of an :class:`AuditTrail` (given, or opened at ``path``)."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit: each row is its own durable transaction.
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._locked() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a command that went out must not lose its row to a power cut.
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
+    def __init__(self, trail: AuditTrail | str | Path) -> None:
+        self._owns = not isinstance(trail, AuditTrail)
+        self.trail = trail if isinstance(trail, AuditTrail) else AuditTrail(trail)
+        self._closed = False
+
+    @property
+    def path(self) -> Path:
+        return self.trail.path
 
     def append(self, record: CommandRecord, action: str) -> int:
-        """Write ``record`` as it stands, as one row for ``action``; returns the row id."""
-        row = (
-            record.updated,
-            action,
-            _text(record.id),
-            _text(record.user),
-            json.dumps(sorted(_text(role) for role in record.roles)),
-            _text(record.twin_id),
-            _text(record.model_id),
-            _text(record.command),
-            _json(record.request),
-            record.decision,
-            _text(record.reason),
-            str(record.status),
-            _json(record.response),
-            _text(record.error),
-            _text(record.approver),
+        """Write ``record`` as it stands, as the record of ``action``; returns its id."""
+        if self._closed:
+            raise RuntimeError("the command audit log is closed")
+        by_approver = action in _APPROVER_ACTIONS and record.approver is not None
+        actor = (
+            LocalActor(record.approver or "", record.approver_roles)
+            if by_approver
+            else LocalActor(record.user, record.roles)
         )
-        with self._locked() as db:
-            cursor = db.execute(
-                "INSERT INTO command_audit (time, action, correlation_id, user, roles, twin, "
-                "model, command, request, decision, reason, status, response, error, approver) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-            return int(cursor.lastrowid or 0)
+        details = {
+            "correlation_id": record.id,
+            "user": record.user,
+            "roles": sorted(record.roles),
+            "twin": record.twin_id,
+            "model": record.model_id,
+            "command": record.command,
+            "request": _bounded(record.request),
+            "decision": record.decision,
+            "reason": record.reason,
+            "status": str(record.status),
+            "response": _bounded(record.response),
+            "error": record.error,
+            "approver": record.approver,
+        }
+        written = self.trail.record(
+            actor,
+            _PREFIX + action,
+            f"twin:{record.twin_id}",
+            str(record.status),
+            details,
+            at=record.updated,
+        )
+        return written.seq
 
     def query(
         self,
@@ -144,7 +115,7 @@ class AuditLog(Closing):
         before_id: int | None = None,
         limit: int = 100,
     ) -> list[AuditEntry]:
-        """Rows matching every filter given, newest first, at most ``limit`` of them.
+        """Steps matching every filter given, newest first, at most ``limit`` of them.
 
         ``user`` matches the requester or the approver; the time range is
         ``since <= time < until``; ``before_id`` (the last id of a page) pages on.
@@ -157,92 +128,64 @@ class AuditLog(Closing):
             raise ValueError(
                 f"limit: must be an integer from 1 to {MAX_QUERY_LIMIT}, not {limit!r}"
             )
-        for name, bound in (("since", since), ("until", until)):
-            if bound is not None and (
-                isinstance(bound, bool) or not isinstance(bound, int | float)
-            ):
-                raise ValueError(f"{name}: must be epoch seconds, not {bound!r}")
-        clauses: list[str] = []
-        params: list[Any] = []
+        where: list[tuple[str, tuple[Any, ...]]] = [
+            ("action >= ? AND action < ?", (_PREFIX, _PREFIX_END))
+        ]
         if twin is not None:
-            clauses.append("twin = ?")
-            params.append(_text(twin))
+            # Stored text has lone surrogates escaped; look for it the same way.
+            target = f"twin:{twin}".encode("utf-8", "backslashreplace").decode("utf-8")
+            where.append(("target = ?", (target,)))
         if user is not None:
-            clauses.append("(user = ? OR approver = ?)")
-            params += [_text(user), _text(user)]
+            where.append(
+                (
+                    "(json_extract(details, '$.user') = ? "
+                    "OR json_extract(details, '$.approver') = ?)",
+                    (user, user),
+                )
+            )
         if correlation_id is not None:
-            clauses.append("correlation_id = ?")
-            params.append(_text(correlation_id))
-        if since is not None:
-            clauses.append("time >= ?")
-            params.append(since)
-        if until is not None:
-            clauses.append("time < ?")
-            params.append(until)
-        if before_id is not None:
-            if isinstance(before_id, bool) or not isinstance(before_id, int):
-                raise ValueError(f"before_id: must be an integer, not {before_id!r}")
-            clauses.append("id < ?")
-            params.append(before_id)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT {_COLUMNS} FROM command_audit{where} ORDER BY id DESC LIMIT ?"
-        with self._locked() as db:
-            rows = db.execute(sql, (*params, limit)).fetchall()
-        return [_entry(row) for row in rows]
+            where.append(("json_extract(details, '$.correlation_id') = ?", (correlation_id,)))
+        records = self.trail.query(
+            where=where, since=since, until=until, before_seq=before_id, limit=limit
+        )
+        return [_entry(record) for record in records]
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _locked(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            yield self._db
+        self._closed = True
+        if self._owns:
+            self.trail.close()
 
 
-def _entry(row: tuple[Any, ...]) -> AuditEntry:
-    return AuditEntry(
-        id=row[0],
-        time=row[1],
-        action=row[2],
-        correlation_id=row[3],
-        user=row[4],
-        roles=frozenset(json.loads(row[5])),
-        twin=row[6],
-        model=row[7],
-        command=row[8],
-        request=_decode(row[9]),
-        decision=row[10],
-        reason=row[11],
-        status=row[12],
-        response=_decode(row[13]),
-        error=row[14],
-        approver=row[15],
-    )
-
-
-def _text(value: Any) -> str | None:
-    """``value`` as text SQLite can store: lone surrogates escaped, length capped."""
-    if value is None:
-        return None
-    text = value if isinstance(value, str) else repr(value)
-    if len(text) > MAX_TEXT_CHARS:
-        text = text[:MAX_TEXT_CHARS] + f"...({len(text)} chars)"
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _json(value: Any) -> str | None:
-    """``value`` as JSON text; whatever it is, something readable is kept."""
+def _bounded(value: Any) -> Any:
+    """``value`` as JSON the trail can keep; too long: its head, marked truncated."""
     if value is None:
         return None
     try:
-        text = json.dumps(value, default=repr)
+        text = json.dumps(value, default=repr, allow_nan=False)
     except (ValueError, RecursionError) as error:
-        return json.dumps({"$unencodable": type(value).__name__, "why": str(error)[:200]})
+        return {"$unencodable": type(value).__name__, "why": str(error)[:200]}
     if len(text) > MAX_JSON_CHARS:
-        return json.dumps({"$truncated": True, "chars": len(text), "head": text[:1024]})
-    return text
+        return {"$truncated": True, "chars": len(text), "head": text[:1024]}
+    return json.loads(text)
 
 
-def _decode(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+def _entry(record: Record) -> AuditEntry:
+    details = json.loads(record.details)
+    return AuditEntry(
+        id=record.seq,
+        time=record.time,
+        action=record.action.removeprefix(_PREFIX),
+        correlation_id=details.get("correlation_id", ""),
+        user=details.get("user", ""),
+        roles=frozenset(details.get("roles", ())),
+        twin=details.get("twin", ""),
+        model=details.get("model"),
+        command=details.get("command", ""),
+        request=details.get("request"),
+        decision=details.get("decision"),
+        reason=details.get("reason"),
+        status=details.get("status", ""),
+        response=details.get("response"),
+        error=details.get("error"),
+        approver=details.get("approver"),
+    )

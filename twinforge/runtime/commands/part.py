@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from twinforge.audit import AuditTrail
 from twinforge.runtime.commands.alarms import AlarmSource
 from twinforge.runtime.commands.audit import AuditLog
 from twinforge.runtime.commands.policy import SafetyPolicy
@@ -27,14 +28,14 @@ class CommandsPart:
 
 def start_commands(
     policy_file: Path | None,
-    data_dir: Path,
+    trail: AuditTrail,
     *,
     interface_of: Callable[[str], Interface],
     transport_for: Callable[[str], CommandTransport],
     alarms: AlarmSource,
 ) -> CommandsPart:
     """Commands under the safety policy in ``policy_file`` (none: roles only), audited in
-    ``data_dir``."""
+    ``trail``."""
     policy = SafetyPolicy.from_file(policy_file) if policy_file else SafetyPolicy.from_config({})
-    audit = AuditLog(data_dir / "audit.sqlite3")
+    audit = AuditLog(trail)
     return CommandsPart(CommandService(interface_of, transport_for, policy, audit, alarms))

@@ -61,6 +61,8 @@ class CommandRecord:
     error: str | None = None
     reply_status: int | None = None
     approver: str | None = None
+    #: The approver's roles, as the audit records them for its act.
+    approver_roles: frozenset[str] = frozenset()
 
     @property
     def final(self) -> bool:

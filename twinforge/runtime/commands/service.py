@@ -123,7 +123,9 @@ class CommandService:
             twin_id=twin_id if isinstance(twin_id, str) else repr(twin_id),
             command=command if isinstance(command, str) else repr(command),
             request=request,
-            user=user.name if isinstance(user.name, str) else repr(user.name),
+            # The identity (key or token subject), never the display name: two keys may
+            # share a name, and separation of duties compares this.
+            user=user.id if isinstance(user.id, str) else repr(user.id),
             roles=frozenset(r for r in user.roles if isinstance(r, str)),
             status=CommandStatus.INVALID,
             created=now,
@@ -198,12 +200,16 @@ class CommandService:
             definition = interface.commands[record.command]
         except Exception as error:
             # The model changed under the pending command: it cannot be sent as approved.
-            record = dataclasses.replace(record, updated=now, approver=user.name)
+            record = dataclasses.replace(
+                record, updated=now, approver=user.id, approver_roles=user.roles
+            )
             return self._finish(
                 record, "approve", CommandStatus.FAILED, reason=f"the twin's model: {error!r}"
             )
         requester = Principal(record.user, record.roles)
-        record = dataclasses.replace(record, updated=now, approver=user.name)
+        record = dataclasses.replace(
+            record, updated=now, approver=user.id, approver_roles=user.roles
+        )
         decision = self._decide(interface, definition, record, requester, approved=True)
         record = dataclasses.replace(record, decision=str(decision.verdict))
         if decision.verdict is not Verdict.ALLOW:
@@ -216,10 +222,12 @@ class CommandService:
         """Reject a pending invocation: by an engineer or admin, or withdrawn by its user."""
         record = self._take_pending(user, command_id, "reject")
         note = reason[:1000] if isinstance(reason, str) and reason else "no reason given"
-        approver = None if user.name == record.user else user.name
-        record = dataclasses.replace(record, updated=self._clock(), approver=approver)
+        approver = None if user.id == record.user else user.id
+        record = dataclasses.replace(
+            record, updated=self._clock(), approver=approver, approver_roles=user.roles
+        )
         return self._finish(
-            record, "reject", CommandStatus.REJECTED, reason=f"rejected by {user.name}: {note}"
+            record, "reject", CommandStatus.REJECTED, reason=f"rejected by {user.id}: {note}"
         )
 
     def get(self, command_id: str) -> CommandRecord | None:
@@ -245,20 +253,25 @@ class CommandService:
             if known is None:
                 raise CommandNotFound(f"no command {command_id!r}")
             raise ApprovalError(f"command {command_id} is {known.status}, not pendingApproval")
-        withdrawing = action == "reject" and user.name == record.user
+        withdrawing = action == "reject" and user.id == record.user
         refusal = None
-        if not isinstance(user.name, str) or not user.name:
-            refusal = f"{action} needs a named user"
-        elif user.name == record.user and not withdrawing:
-            refusal = f"{user.name} invoked the command, so a second user must {action} it"
+        if not isinstance(user.id, str) or not user.id:
+            refusal = f"{action} needs an identified user"
+        elif user.id == record.user and not withdrawing:
+            refusal = f"{user.id} invoked the command, so a second user must {action} it"
         elif not withdrawing and not user.roles & APPROVER_ROLES:
-            refusal = f"{action} needs the role engineer or admin; {user.name} has " + (
+            refusal = f"{action} needs the role engineer or admin; {user.id} has " + (
                 ", ".join(sorted(user.roles)) or "none"
             )
         if refusal is not None:
             # The refused attempt is audited too; the invocation stays pending.
             attempt = dataclasses.replace(
-                record, updated=self._clock(), approver=user.name, decision="deny", reason=refusal
+                record,
+                updated=self._clock(),
+                approver=user.id,
+                approver_roles=user.roles,
+                decision="deny",
+                reason=refusal,
             )
             self._write(attempt, action)
             raise ApprovalError(refusal)

@@ -73,7 +73,11 @@ def _embedded(data_dir: Path, graph_name: str, share_running: bool) -> FalkorDBS
                 continue
             try:
                 return FalkorDBStore(
-                    graph_name, unix_socket=running.unix_socket, port=running.port, shared=running
+                    graph_name,
+                    unix_socket=running.unix_socket,
+                    port=running.port,
+                    password=running.password,
+                    shared=running,
                 )
             except GraphStoreError as exc:
                 where = running.unix_socket or f"127.0.0.1:{running.port}"
@@ -84,7 +88,11 @@ def _embedded(data_dir: Path, graph_name: str, share_running: bool) -> FalkorDBS
                 ) from exc
         try:
             return FalkorDBStore(
-                graph_name, unix_socket=server.unix_socket, port=server.port, server=server
+                graph_name,
+                unix_socket=server.unix_socket,
+                port=server.port,
+                password=server.password,
+                server=server,
             )
         except BaseException:
             server.stop()

