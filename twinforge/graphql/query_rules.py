@@ -196,17 +196,20 @@ def security_extensions(
     max_tokens: int = MAX_TOKENS,
     default_page_size: int = DEFAULT_PAGE_SIZE,
     cache_size: int = 1024,
+    guard_introspection: bool = False,
 ) -> list[Callable[[], SchemaExtension]]:
     """Extension factories for ``strawberry.Schema(extensions=...)``, one instance each
     per operation. ErrorCodes comes first so that it sees the errors last; the caches
     parse and validate a query text seen before once (QueryLimits after ValidationCache,
-    which would overwrite its errors)."""
+    which would overwrite its errors). ``guard_introspection`` adds
+    :class:`IntrospectionGuard`; only then, as every extension costs every request."""
+    guard = [IntrospectionGuard] if guard_introspection else []
     return [
         ErrorCodes,
         partial(MaxTokensLimiter, max_token_count=max_tokens),
         partial(ParserCache, maxsize=cache_size),
         partial(ValidationCache, maxsize=cache_size),
-        IntrospectionGuard,
+        *guard,
         partial(
             QueryLimits,
             max_depth=max_depth,

@@ -66,8 +66,11 @@ class BuiltSchema:
     types: SchemaTypes
 
 
-def build_schema(interfaces: list[el.Interface]) -> BuiltSchema:
-    """The schema for twins of ``interfaces`` (the stored models)."""
+def build_schema(
+    interfaces: list[el.Interface], *, guard_introspection: bool = False
+) -> BuiltSchema:
+    """The schema for twins of ``interfaces`` (the stored models); ``guard_introspection``:
+    introspection for authenticated callers only."""
     types = generate(interfaces)
     schema = _Schema(
         query=Query,
@@ -75,7 +78,7 @@ def build_schema(interfaces: list[el.Interface]) -> BuiltSchema:
         subscription=Subscription,
         types=[GenericTwin, *types.types],
         config=StrawberryConfig(scalar_map=SCALARS),
-        extensions=security_extensions(),
+        extensions=security_extensions(guard_introspection=guard_introspection),
         execution_context_class=_Executor,
     )
     return BuiltSchema(schema, types)
@@ -86,8 +89,9 @@ class SchemaHolder:
     (an upload of a hundred models costs one build, not a hundred). Requests in flight
     keep the schema they started with."""
 
-    def __init__(self, twins: TwinService) -> None:
+    def __init__(self, twins: TwinService, *, guard_introspection: bool = False) -> None:
         self._twins = twins
+        self._guard_introspection = guard_introspection
         self._lock = threading.Lock()
         self._stale = True
         self._built: BuiltSchema | None = None
@@ -113,7 +117,7 @@ class SchemaHolder:
         catalog = self._twins.models
         found = catalog.model_set.interfaces
         interfaces = [found[m.id] for m in catalog.list() if m.id in found]
-        built = build_schema(interfaces)
+        built = build_schema(interfaces, guard_introspection=self._guard_introspection)
         log.info("GraphQL schema built: %d DTDL types", len(built.types.twin_types))
         return built
 

@@ -24,6 +24,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 
 from twinforge.errors import ClientError
 from twinforge.graphql.context import ApiContext, ApiServices
+from twinforge.graphql.introspection import AUTHENTICATED
 from twinforge.graphql.schema import BuiltSchema, SchemaHolder
 from twinforge.graphql.subscription_groups import Member, SubscriptionGroups, shared_root
 from twinforge.web.body_limit import MAX_BODY_BYTES, BodySizeLimit
@@ -172,7 +173,7 @@ class _GraphQL(GraphQL[ApiContext, None]):
 
     async def render_graphql_ide(self, request: Request) -> Response:
         context = _REQUEST_CONTEXT.get(None)
-        if self._services.introspection == "authenticated" and (
+        if self._services.introspection == AUTHENTICATED and (
             context is None or not context.authenticated
         ):
             return PlainTextResponse(
@@ -217,7 +218,9 @@ class _App(FastAPI):
 def create_app(services: ApiServices) -> FastAPI:
     """The API of a running server; ``app.state.schema_holder`` rebuilds its schema,
     ``app.state.subscription_groups`` are the subscriptions running for many clients."""
-    holder = SchemaHolder(services.twins)
+    holder = SchemaHolder(
+        services.twins, guard_introspection=services.introspection == AUTHENTICATED
+    )
     graphql = _GraphQL(holder, services)
     app = _App(graphql)
     app.state.schema_holder = holder
