@@ -113,6 +113,21 @@ def _wait(predicate, timeout: float, what: str):
         time.sleep(0.25)
 
 
+def _connect(address: str) -> None:
+    """``ray.init`` until the head answers: its port opens before its GCS serves, and on a
+    loaded 2-core CI machine the driver's first connect timed out waiting for it."""
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            ray.init(address=address, log_to_driver=False)
+            return
+        except (ConnectionError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            ray.shutdown()
+            time.sleep(1)
+
+
 def _node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
@@ -129,7 +144,7 @@ def scenario(data_dir: Path, root: Path) -> dict:
     try:
         _wait(lambda: _port_open(port), 60, "the head's GCS")
         second = _start_node(root / "node2", f"--address={address}", '--resources={"node2": 1}')
-        ray.init(address=address, log_to_driver=False)
+        _connect(address)
         nodes = _wait(lambda: len(_alive_nodes()) == 2 and _alive_nodes(), 60, "two nodes")
         node2 = next(n for n, info in nodes.items() if "node2" in info["Resources"])
         # A node counts as alive before the scheduler's view of its resources catches up;
