@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.fmus import build_test_fmus
 
 from twinforge.runtime.stores import FalkorDBStore, open_graph_store
+from twinforge.sim.fmus import FMU_NAMES, fmu_path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
@@ -44,3 +46,19 @@ def embedded_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FalkorD
     assert isinstance(store, FalkorDBStore)
     yield store
     store.close()
+
+
+# twinforge's FMUs and the test FMUs, each built once into an empty temporary cache.
+@pytest.fixture(scope="session")
+def fmu_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fmu-cache")
+
+
+@pytest.fixture(scope="session")
+def our_fmus(fmu_cache: Path) -> dict[str, Path]:
+    return {name: fmu_path(name, fmu_cache) for name in FMU_NAMES}
+
+
+@pytest.fixture(scope="session")
+def test_fmus(fmu_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_test_fmus(fmu_cache, tmp_path_factory.mktemp("test-fmus"))

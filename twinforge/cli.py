@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from twinforge.auth.devices import DeviceStore
     from twinforge.runtime.twin_service import TwinService
     from twinforge.server import TwinServer
+    from twinforge.twin_models import Interface
 
 app = typer.Typer(
     name="twinforge",
@@ -30,7 +31,8 @@ app = typer.Typer(
         "serve: run the server: live asset actors on Ray fed by MQTT and OPC UA, and the "
         "GraphQL API. demo: the sample factory, everything embedded. keys: API keys. "
         "tokens: JWTs. "
-        "devices: MQTT credentials of plant devices. audit: verify and show the audit trail."
+        "devices: MQTT credentials of plant devices. audit: verify and show the audit trail. "
+        "physics: build, check and what-if FMUs."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -691,3 +693,469 @@ def _graph_service() -> Iterator[TwinService]:
         _fail(f"the graph database failed: {exc}")
     finally:
         store.close()
+
+
+# -- physics ------------------------------------------------------------------------
+
+physics_app = typer.Typer(
+    help="FMU physics: build FMUs, check a physics configuration, run what-if simulations.\n\n"
+    "build compiles an FMU's C sources for this platform, check fits a physics configuration "
+    "to its FMUs and DTDL models, simulate asks a running server to run a twin's FMU ahead. "
+    "Built FMUs are kept in TWINFORGE_FMU_CACHE (default ~/.cache/twinforge/fmus), each "
+    "built once per machine.",
+    no_args_is_help=True,
+)
+app.add_typer(physics_app, name="physics")
+
+
+@physics_app.command("build")
+def physics_build(
+    source: Annotated[
+        Path | None,
+        typer.Argument(
+            exists=True,
+            metavar="SOURCE",
+            help="An FMU folder (modelDescription.xml and sources/ with the C files) or a "
+            "source FMU file (.fmu).",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            file_okay=False,
+            metavar="DIR",
+            help="Where the built FMU goes (the FMU cache). Default: TWINFORGE_FMU_CACHE, "
+            "else ~/.cache/twinforge/fmus.",
+        ),
+    ] = None,
+    ours: Annotated[
+        bool,
+        typer.Option(
+            "--ours", help="Build twinforge's own FMUs (the sample factory's) instead of SOURCE."
+        ),
+    ] = False,
+) -> None:
+    """Build an FMU's binary for this platform from its C sources; prints the .fmu path.
+
+    Built with fmpy's build support (CMake and a C compiler) and checked with fmpy's
+    validation. Exit 0 when built, 1 when the FMU does not build or validate (the
+    compiler's or the validator's complaints on stderr), 2 on a usage error.
+    """
+    if ours == (source is not None):
+        raise typer.BadParameter("give either SOURCE or --ours", param_hint="SOURCE")
+    from twinforge.physics.build import build_fmu
+    from twinforge.physics.errors import FmuError
+
+    try:
+        if ours:
+            from twinforge.demo import build_sample_fmus  # the one way to twinforge.sim
+
+            for name, path in build_sample_fmus(out).items():
+                typer.echo(f"{name}: {path}")
+            return
+        assert source is not None
+        problem = _fmu_source_problem(source)
+        if problem is not None:
+            _fail(problem)
+        typer.echo(build_fmu(source, out))
+    except FmuError as exc:
+        # All of it: a failed build's message ends with the compiler's output.
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _fmu_source_problem(source: Path) -> str | None:
+    """Why ``source`` is no FMU to build from, before the build says it less clearly."""
+    import zipfile
+
+    if source.is_dir():
+        if not (source / "modelDescription.xml").is_file():
+            return (
+                f"{source} has no modelDescription.xml: an FMU folder holds "
+                "modelDescription.xml and sources/ with the model's C files"
+            )
+        return None
+    if not zipfile.is_zipfile(source):
+        return f"{source} is not an FMU: an FMU file is a zip archive"
+    with zipfile.ZipFile(source) as archive:
+        if "modelDescription.xml" not in archive.namelist():
+            return f"{source} is not an FMU: it holds no modelDescription.xml"
+    return None
+
+
+@physics_app.command("check")
+def physics_check(
+    config: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            metavar="CONFIG",
+            help="The physics configuration: a JSON list of bindings (interface, fmu, "
+            "inputs, parameters, expected); fmu paths are relative to the file.",
+            show_default=False,
+        ),
+    ],
+    models: Annotated[
+        list[Path],
+        typer.Option(
+            "--models",
+            exists=True,
+            metavar="PATH",
+            help="DTDL model files or directories (searched recursively for *.json), parsed "
+            "together as one set (repeatable).",
+            show_default=False,
+        ),
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of text.")
+    ] = False,
+) -> None:
+    """Check a physics configuration against its FMUs and the DTDL models.
+
+    Each binding's FMU inputs, parameters and outputs against the FMU's model
+    description, and its telemetry and properties (names, numbers, units) against its
+    interface; source-only FMUs are built first. Prints ``ok`` per good binding and
+    every problem of a bad one. Exit 0 when all fit, 1 when not, 2 on a usage error.
+    """
+    from twinforge.physics.build import ensure_binary
+    from twinforge.physics.checks import check_binding
+    from twinforge.physics.config import load_physics_config
+    from twinforge.physics.errors import FmuError, PhysicsConfigError
+
+    interfaces = _interfaces(models)
+    try:
+        bindings = load_physics_config(config)
+    except PhysicsConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(f"error: {config}: {problem}", err=True)
+        raise typer.Exit(1) from None
+    results = []
+    for binding in bindings:
+        result: dict[str, Any] = {
+            "interface": binding.interface,
+            "fmu": str(binding.fmu),
+            "ok": False,
+            "inputs": [],
+            "expected": [],
+            "problems": [],
+        }
+        results.append(result)
+        interface = interfaces.get(binding.interface)
+        if interface is None:
+            result["problems"] = [
+                f"interface: no interface {binding.interface} in the models given (--models)"
+            ]
+            continue
+        try:
+            binary = ensure_binary(binding.fmu)
+            plan = check_binding(binding.model_copy(update={"fmu": binary}), interface)
+        except FmuError as exc:
+            result["problems"] = [str(exc)]  # it says "fmu: ..." itself
+        except PhysicsConfigError as exc:
+            result["problems"] = exc.problems
+        else:
+            result |= {
+                "ok": True,
+                "inputs": sorted(plan.fields),
+                "expected": [e.telemetry for e in plan.expected],
+            }
+    ok = all(r["ok"] for r in results)
+    if as_json:
+        typer.echo(json.dumps({"ok": ok, "bindings": results}, indent=2))
+    else:
+        for r in results:
+            name = Path(r["fmu"]).name
+            if r["ok"]:
+                inputs = ", ".join(r["inputs"]) or "none"
+                typer.echo(
+                    f"ok {r['interface']}: {name}, inputs {inputs}, "
+                    f"expected {', '.join(r['expected'])}"
+                )
+            else:
+                typer.echo(f"bad {r['interface']}: {name}")
+                for problem in r["problems"]:
+                    typer.echo(f"  {problem}")
+        bad = sum(not r["ok"] for r in results)
+        typer.echo(f"{len(results)} bindings: {len(results) - bad} ok, {bad} with problems")
+    raise typer.Exit(0 if ok else 1)
+
+
+def _interfaces(paths: list[Path]) -> dict[str, Interface]:
+    """The interfaces of the model files under ``paths``, parsed as one set; invalid
+    models are ``models validate``'s report on stderr and exit status 1."""
+    from twinforge.twin_models import ModelParsingError, ResolutionError, parse_models
+    from twinforge.twin_models.files import (
+        collect_model_paths,
+        read_model_files,
+        validate_model_files,
+    )
+
+    files = collect_model_paths(paths)
+    if not files:
+        raise typer.BadParameter("no *.json model files found", param_hint="--models")
+    texts, unreadable = read_model_files(files)
+    if not unreadable:
+        try:
+            return dict(parse_models([f.text for f in texts]).interfaces)
+        except (ModelParsingError, ResolutionError):
+            pass
+    # Parsed again, by file, so that each error names the file it came from.
+    for line in validate_model_files(files).text_lines():
+        typer.echo(line, err=True)
+    _fail("the models given (--models) are not valid")
+
+
+_SIMULATE = """mutation($twinId: String!, $horizonS: Float!, $stepS: Float, $parameters: JSON,
+  $profiles: JSON) {
+  simulate(twinId: $twinId, horizonS: $horizonS, stepS: $stepS, parameters: $parameters,
+    profiles: $profiles) {
+    twinId startTime fromState wallS times series { telemetry values } } }"""
+
+#: Seconds to wait for a what-if run's answer (a day at 1 s steps takes a few seconds).
+SIMULATE_TIMEOUT_S = 600.0
+
+
+@physics_app.command("simulate")
+def physics_simulate(
+    twin_id: Annotated[
+        str, typer.Argument(metavar="TWIN_ID", help="The twin whose FMU runs ahead.")
+    ],
+    horizon: Annotated[
+        float,
+        typer.Option(
+            "--horizon",
+            metavar="SECONDS",
+            help="How far ahead to run, in seconds of source time.",
+            show_default=False,
+        ),
+    ],
+    step: Annotated[
+        float | None,
+        typer.Option("--step", metavar="S", help="Step in seconds. Default: the binding's step_s."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="PARAM=VALUE",
+            help="Override an FMU parameter, as in --set bearingWear=0.5 (repeatable).",
+        ),
+    ] = None,
+    profile: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--profile",
+            metavar="FIELD=OFFSET:VALUE,...",
+            help="Drive an input from a profile, as in --profile valvePosition=0:0.8,300:0.2: "
+            "each value, in the twin's unit, held from its offset in seconds on "
+            "(repeatable).",
+        ),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="The server's GraphQL endpoint. Default: http://TWINFORGE_API_HOST:"
+            "TWINFORGE_API_PORT/graphql (http://127.0.0.1:8000/graphql).",
+            show_default=False,
+        ),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            envvar="TWINFORGE_API_KEY",
+            metavar="SECRET",
+            help="An API key (or JWT) with the operator role.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the whole run as one JSON object.")
+    ] = False,
+) -> None:
+    """Run a twin's FMU ahead on a running server (what-if); the live twin is untouched.
+
+    Calls the server's GraphQL mutation simulate: from where the twin stands, for
+    --horizon seconds, with the parameters and input profiles given. Prints each
+    expected telemetry field's start, min, max and end. Exit 0 when it ran, 1 when the
+    server refused or could not be reached, 2 on a usage error.
+    """
+    import math
+
+    if not math.isfinite(horizon) or horizon <= 0:
+        raise typer.BadParameter(f"{horizon}: must be a positive number", param_hint="--horizon")
+    if step is not None and (not math.isfinite(step) or step <= 0):
+        raise typer.BadParameter(f"{step}: must be a positive number", param_hint="--step")
+    parameters = _parameter_overrides(set_ or [])
+    profiles = _profiles(profile or [])
+    endpoint = url or _default_graphql_url()
+    if not endpoint.startswith(("http://", "https://")):
+        raise typer.BadParameter(
+            f"{endpoint!r} is not an http:// or https:// URL", param_hint="--url"
+        )
+    if not key:
+        raise typer.BadParameter(
+            "no API key: pass --key or set TWINFORGE_API_KEY", param_hint="--key"
+        )
+    variables = {
+        "twinId": twin_id,
+        "horizonS": horizon,
+        "stepS": step,
+        "parameters": parameters or None,
+        "profiles": profiles or None,
+    }
+    run = _graphql(endpoint, key, _SIMULATE, variables)["simulate"]
+    if as_json:
+        typer.echo(json.dumps(run, indent=2))
+        return
+    start = "from saved FMU state" if run["fromState"] else "fresh steady start"
+    typer.echo(
+        f"{run['twinId']}: {horizon:g} s from {run['startTime']} ({start}), "
+        f"{run['wallS']:.2f} s wall"
+    )
+    width = max([len("telemetry"), *(len(s["telemetry"]) for s in run["series"])])
+    typer.echo(f"  {'telemetry':<{width}} {'start':>12} {'min':>12} {'max':>12} {'end':>12}")
+    for series in run["series"]:
+        values = series["values"]
+        cells = [values[0], min(values), max(values), values[-1]] if values else [None] * 4
+        row = " ".join(f"{'-' if v is None else f'{v:.6g}':>12}" for v in cells)
+        typer.echo(f"  {series['telemetry']:<{width}} {row}")
+
+
+def _number(text: str) -> float | None:
+    """``text`` as a finite number, or None."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _parameter_overrides(texts: list[str]) -> dict[str, float]:
+    parameters: dict[str, float] = {}
+    for text in texts:
+        name, found, raw = text.partition("=")
+        name = name.strip()
+        value = _number(raw.strip())
+        if not found or not name or value is None:
+            raise typer.BadParameter(
+                f"{text!r}: write PARAM=VALUE with VALUE a finite number, as in bearingWear=0.5",
+                param_hint="--set",
+            )
+        if name in parameters:
+            raise typer.BadParameter(f"{text!r}: {name} is set twice", param_hint="--set")
+        parameters[name] = value
+    return parameters
+
+
+def _profiles(texts: list[str]) -> dict[str, list[list[float]]]:
+    profiles: dict[str, list[list[float]]] = {}
+    for text in texts:
+        name, found, raw = text.partition("=")
+        name = name.strip()
+        if not found or not name or not raw.strip():
+            raise typer.BadParameter(
+                f"{text!r}: write FIELD=OFFSET:VALUE,OFFSET:VALUE,... as in "
+                "valvePosition=0:0.8,300:0.2",
+                param_hint="--profile",
+            )
+        if name in profiles:
+            raise typer.BadParameter(f"{text!r}: {name} has two profiles", param_hint="--profile")
+        points: list[list[float]] = []
+        for pair in raw.split(","):
+            offset_text, colon, value_text = pair.partition(":")
+            offset, value = _number(offset_text.strip()), _number(value_text.strip())
+            if not colon or offset is None or value is None:
+                raise typer.BadParameter(
+                    f"{text!r}: {pair.strip()!r} is not OFFSET:VALUE (two finite numbers, "
+                    "as in 300:20)",
+                    param_hint="--profile",
+                )
+            if offset < 0 or (points and offset < points[-1][0]):
+                raise typer.BadParameter(
+                    f"{text!r}: offsets must be >= 0 and in ascending order", param_hint="--profile"
+                )
+            points.append([offset, value])
+        profiles[name] = points
+    return profiles
+
+
+def _default_graphql_url() -> str:
+    """The GraphQL endpoint that ``twinforge serve`` or ``demo`` here listens on, by the
+    TWINFORGE_API_* settings."""
+    from twinforge.config import get_settings
+
+    try:
+        settings = get_settings()
+    except ValueError:  # settings that do not validate: the server would not start either
+        return "http://127.0.0.1:8000/graphql"
+    host = settings.api_host
+    if host in ("0.0.0.0", "::", ""):  # every interface: this machine's is one of them
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    port = settings.api_port or 8000  # 0 is a free port picked at start: not knowable here
+    scheme = "https" if settings.api_tls_cert_file is not None else "http"
+    return f"{scheme}://{host}:{port}/graphql"
+
+
+def _graphql(url: str, key: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    """The ``data`` of a GraphQL request; its errors, or why the server could not be
+    reached, are on stderr and exit status 1."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"query": query, "variables": variables}).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "Authorization": f"Bearer {key}",
+        },
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=SIMULATE_TIMEOUT_S) as response:
+            body = response.read()
+            status = response.status
+    except urllib.error.HTTPError as exc:  # 4xx and 5xx: their body may hold GraphQL errors
+        body, status = exc.read(), exc.code
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, TimeoutError):
+            _fail(f"{url} did not answer within {SIMULATE_TIMEOUT_S:g} s")
+        if isinstance(reason, ConnectionRefusedError):
+            _fail(
+                f"nothing answers at {url} (connection refused): is twinforge serve or demo "
+                "running there? --url names another server"
+            )
+        _fail(f"cannot reach {url}: {getattr(reason, 'strerror', None) or reason}")
+    except TimeoutError:
+        _fail(f"{url} did not answer within {SIMULATE_TIMEOUT_S:g} s")
+    except OSError as exc:
+        _fail(f"cannot reach {url}: {exc.strerror or exc}")
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        text = body.decode(errors="replace").strip()[:200]
+        _fail(f"{url} answered HTTP {status} without GraphQL JSON: {text or '(empty)'}")
+    if not isinstance(answer, dict):
+        _fail(f"{url} answered HTTP {status} with JSON that is no GraphQL response")
+    errors = answer.get("errors") or []
+    for error in errors:
+        message = error.get("message", error) if isinstance(error, dict) else error
+        code = error.get("extensions", {}).get("code") if isinstance(error, dict) else None
+        typer.echo(f"error: {message}" + (f" ({code})" if code else ""), err=True)
+    data = answer.get("data")
+    if errors or not isinstance(data, dict):
+        if not errors:
+            typer.echo(f"error: {url} answered HTTP {status} with no data", err=True)
+        raise typer.Exit(1)
+    return data

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     alarm_rules: Path | None = None
     """Threshold alarm rules (JSON list) that the asset actors evaluate on telemetry."""
 
+    physics: Path | None = None
+    """Physics configuration (JSON list): the FMUs bound to DTDL interfaces, which the
+    asset actors step beside the live data (see :mod:`twinforge.physics.config`)."""
+
     assets_per_host: int = 700
     """Assets hosted per Ray actor process (each process costs about 110 MB; see
     :data:`twinforge.actors.fleet.DEFAULT_ASSETS_PER_HOST`)."""

@@ -1,13 +1,16 @@
 """``twinforge demo``: the sample factory, everything embedded.
 
 :class:`Demo` is a :class:`TwinServer` plus the simulated plant: it seeds the graph with
-the factory's DTDL models (``twinforge/sim/factory/models``) and twins, starts the
-server's parts, then the plant simulator with faults scheduled so that alarms come and
-go, and gives an admin API key (the same one on every start, kept in the data dir).
+the factory's DTDL models (``twinforge/sim/factory/models``) and twins, binds the
+factory's FMUs to its pumps, molding machines and CNC machines (unless ``physics`` is
+configured), starts the server's parts, then the plant simulator with faults scheduled
+so that alarms come and go, and gives an admin API key (the same one on every start,
+kept in the data dir).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -18,18 +21,29 @@ from twinforge.config import Settings
 from twinforge.runtime.stores import open_graph_store
 from twinforge.runtime.twin_service import TwinService, import_ndjson
 from twinforge.server import ApiPart, MqttPart, TwinServer
-from twinforge.sim.factory import ALARM_RULES, SAFETY_POLICY
+from twinforge.sim.factory import ALARM_RULES, SAFETY_POLICY, sample_physics
+from twinforge.sim.fmus import FMU_NAMES, fmu_path
 from twinforge.sim.layout import PlantLayout, sample_plant
 from twinforge.sim.machines import random_fault_schedule
 from twinforge.sim.part import SimulatorPart, start_simulator
 from twinforge.sim.simulator import PlantSimulator
 
-__all__ = ["DEMO_EQUIPMENT", "Demo", "demo_admin_key", "demo_settings", "seed"]
+__all__ = [
+    "DEMO_EQUIPMENT",
+    "Demo",
+    "build_sample_fmus",
+    "demo_admin_key",
+    "demo_settings",
+    "seed",
+    "write_sample_physics",
+]
 
 DEMO_EQUIPMENT = 24
 DEMO_ADMIN = "demo-admin"
 #: The demo admin key's secret, owner-only, so that each start shows the same key.
 ADMIN_KEY_FILE = "demo_admin_key"
+#: The sample factory's physics bindings, with the paths of the FMUs built here.
+PHYSICS_FILE = "sample_physics.json"
 
 
 def demo_admin_key(keys: ApiKeyStore, data_dir: Path) -> str:
@@ -62,6 +76,23 @@ def demo_settings(settings: Settings) -> Settings:
             "safety_policy": settings.safety_policy or SAFETY_POLICY,
         }
     )
+
+
+def write_sample_physics(data_dir: Path) -> Path:
+    """Build the sample factory's FMUs (once per machine) and write its physics
+    configuration, with their absolute paths, into ``data_dir``; the file's path."""
+    bindings = [b.model_dump(mode="json") for b in sample_physics()]
+    path = data_dir / PHYSICS_FILE
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(bindings, indent=1), encoding="utf-8")
+    os.replace(temporary, path)
+    return path
+
+
+def build_sample_fmus(cache_dir: Path | None = None) -> dict[str, Path]:
+    """Build twinforge's own FMUs, the sample factory's, into ``cache_dir`` (default: the
+    FMU cache); each built FMU's path by name (``twinforge physics build --ours``)."""
+    return {name: fmu_path(name, cache_dir) for name in FMU_NAMES}
 
 
 def seed(settings: Settings, layout: PlantLayout) -> int:
@@ -99,6 +130,10 @@ class Demo(TwinServer):
         self.admin_key = ""
 
     def _start_parts(self, data_dir: Path) -> None:
+        if self.settings.physics is None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            physics = write_sample_physics(data_dir)
+            self.settings = self.settings.model_copy(update={"physics": physics})
         seed(self.settings, self.layout)
         super()._start_parts(data_dir)
         mqtt = self.part(MqttPart)
@@ -118,6 +153,9 @@ class Demo(TwinServer):
             opcua_port=None,
             rate_hz=self.rate_hz,
             time_scale=self.time_scale,
+            # The twins' FMUs step by the telemetry's stamps: the plant's clock keeps
+            # them at the plant's pace (time_scale times the wall clock's).
+            plant_clock=True,
             schedule=random_fault_schedule(
                 self.layout,
                 count=max(4, len(self.layout.equipment()) // 2),

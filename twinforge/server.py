@@ -96,6 +96,7 @@ class TwinServer(Running):
                 graph_url=graph.url_for_other_processes(settings.graph_url),
                 alarm_rules=settings.alarm_rules,
                 assets_per_host=settings.assets_per_host,
+                physics=settings.physics,
             )
         )
         metrics = self.add(start_metrics(settings.metrics_port)).metrics
@@ -133,6 +134,7 @@ class TwinServer(Running):
             "twins": graph.twins,
             "live": live.bus,
             "assets": fleet.fleet,
+            "physics": fleet,
             "commands": commands.service,
             "dead_letters": ingest.dead_letters,
             "audit": audit.trail,

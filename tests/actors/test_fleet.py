@@ -20,9 +20,11 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+from support.fmus import FAULTY, faulty_plan
 
 from twinforge.actors.asset_host import IngestResult
 from twinforge.actors.fleet import AssetFleet
+from twinforge.actors.physics import QUARANTINE_AFTER
 from twinforge.actors.write_ahead_log import Entry
 
 MODEL = "dtmi:twinforge:test:Machine;1"
@@ -223,6 +225,36 @@ def test_host_killed_mid_stream_loses_no_acknowledged_message(ray_cluster, make_
     # again when Ray retries it, so a twin can see a round twice; never more than the
     # batches in flight at the kill.
     assert duplicates <= sender.in_flight * len(names)
+
+
+def test_an_fmu_that_crashes_its_host_costs_a_restart_and_is_quarantined(
+    ray_cluster, make_fleet, test_fmus
+):
+    # From source time 5 on the FMU dereferences NULL inside doStep: the host process dies
+    # in the live batch, then again in each replay of it, until the restarted host counts
+    # QUARANTINE_AFTER crashes and replays without that twin's physics.
+    plan = faulty_plan(test_fmus["faulty"], fail_at=5.0, fail_mode=4)
+    fleet = make_fleet(assets_per_host=10, physics=(plan,))
+    machines = sorted(twins(3))
+    fleet.add({"faulty-01": FAULTY, **dict.fromkeys(machines, MODEL)})
+    old_pid = next(s["pid"] for s in fleet.stats())
+    results: list[IngestResult] = []
+    for k in range(1, 9):
+        values = {"faulty-01": {"u": 1.0, "y": float(k)}}
+        values |= {t: {"seq": k, "temperature": 20.0 + k} for t in machines}
+        for host, entries in batches(fleet, values, float(k)).items():
+            results.append(fleet.send(host, entries).result(timeout=240))
+    assert all(r.applied == 4 for r in results)  # every batch acknowledged, in the end
+    assert next(s["pid"] for s in fleet.stats()) != old_pid
+    status = fleet.physics_status("faulty-01")
+    assert status["quarantined"] and status["crashes"] == QUARANTINE_AFTER, status
+    [off] = [off for r in results for off in r.physics_off]
+    assert off.twin_id == "faulty-01" and off.quarantined and "crashed the host" in off.reason
+    assert [len(r.derived) for r in results[:4]] == [1] * 4  # physics ran until the crash
+    # Nothing acknowledged is lost, for the twin whose FMU crashed nor for its neighbours.
+    assert [int(v) for v in fleet.series("faulty-01", "y")["values"]] == list(range(1, 9))
+    for twin in machines:
+        assert [int(v) for v in fleet.series(twin, "seq")["values"]] == list(range(1, 9))
 
 
 # -- restarting the whole fleet --------------------------------------------------------

@@ -129,6 +129,39 @@ def test_query_reads_the_factory_and_live_values(demo: Demo) -> None:
     }
 
 
+def test_the_demo_machines_run_their_fmus_beside_the_plant(demo: Demo) -> None:
+    # The demo binds the factory's own FMUs: a CNC machine's twin steps the spindle FMU on
+    # the telemetry the simulated plant publishes over MQTT.
+    cnc = first_of(demo, CNC)
+    query = (
+        "query($id: String!) { twin(id: $id) { physics { running off fields { telemetry "
+        "measured { value } expected { value } residual { value } } } } }"
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        physics = demo.data(query, {"id": cnc}, role="viewer")["twin"]["physics"]
+        fields = {f["telemetry"]: f for f in physics["fields"]}
+        if fields["spindleTemperature"]["residual"] is not None:
+            break
+        assert time.monotonic() < deadline, physics
+        time.sleep(1)
+    assert physics["running"] and physics["off"] is None, physics
+    assert set(fields) == {"spindleTemperature", "vibration", "powerKw"}
+    temperature = fields["spindleTemperature"]
+    assert temperature["residual"]["value"] == pytest.approx(
+        temperature["measured"]["value"] - temperature["expected"]["value"], abs=1e-6
+    )
+    run = demo.data(
+        "mutation($id: String!) { simulate(twinId: $id, horizonS: 3600, "
+        "profiles: {spindleLoad: [[0, 0.1], [1800, 0.95]]}) { times series { telemetry values } } }",
+        {"id": cnc},
+        role="operator",
+    )["simulate"]
+    assert len(run["times"]) == 3600
+    power = next(s["values"] for s in run["series"] if s["telemetry"] == "powerKw")
+    assert power[-1] > power[1799]  # a heavier cut draws more power
+
+
 def test_subscription_receives_telemetry_published_over_mqtt(demo: Demo) -> None:
     cnc = first_of(demo, CNC)
     with demo.subscribe(

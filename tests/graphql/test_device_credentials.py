@@ -6,20 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
-from support.graphql_parts import Api, CountingStore
+from support.graphql_parts import CHEAP_HASHER, Api, CountingStore, serving
 
-from twinforge.auth.api_keys import ApiKeyStore
-from twinforge.auth.authenticator import Authenticator
 from twinforge.auth.devices import DeviceStore
-from twinforge.auth.tokens import TokenIssuer
-from twinforge.graphql.context import ApiServices
-from twinforge.runtime.events import EventBus
 from twinforge.runtime.stores import FalkorDBStore
 from twinforge.runtime.twin_service import TwinService
-from twinforge.web.app import create_app
 
-CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 CREATE = """mutation($name: String!, $twins: [String!]!) {
   createDeviceCredential(name: $name, twins: $twins) {
     credential { id name kind twins revoked } username password
@@ -33,22 +25,13 @@ def api(embedded_store: FalkorDBStore, tmp_path: Path) -> Iterator[tuple[Api, De
     embedded_store.clear()
     store = CountingStore(embedded_store)
     twins = TwinService(store)
-    keys = ApiKeyStore(tmp_path / "keys.sqlite3", hasher=CHEAP)
-    devices = DeviceStore.in_data_dir(tmp_path, hasher=CHEAP)
-    tokens = TokenIssuer(b"k" * 32)
-    live = EventBus()
-    services = ApiServices(
-        twins=twins,
-        authenticator=Authenticator(keys, tokens),
-        keys=keys,
-        tokens=tokens,
-        live=live,
-        devices=devices,
-    )
-    secrets = {role: keys.create(f"{role}-key", [role]).secret for role in ("operator", "admin")}
-    yield Api(create_app(services), twins, store, keys, tokens, live, secrets), devices
-    keys.close()
-    devices.close()
+    with (
+        DeviceStore.in_data_dir(tmp_path, hasher=CHEAP_HASHER) as devices,
+        serving(
+            twins, store, tmp_path / "keys.sqlite3", roles=("operator", "admin"), devices=devices
+        ) as api,
+    ):
+        yield api, devices
 
 
 def test_admins_create_and_revoke_device_credentials(api: tuple[Api, DeviceStore]) -> None:

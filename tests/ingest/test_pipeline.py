@@ -86,7 +86,7 @@ def test_messages_within_the_batch_delay_go_out_in_one_send(
     ("twin", "values", "kwargs", "reason", "field"),
     [
         ("nobody", {"flowRate": 1.0}, {}, "unknownTwin", None),
-        ("pump-1", {"speed": 1.0}, {}, "unknownField", "speed"),
+        ("pump-1", {"spindleSpeed": 1.0}, {}, "unknownField", "spindleSpeed"),
         ("pump-1", {"state": "running"}, {}, "unknownField", "state"),  # a property, not telemetry
         ("pump-1", {"flowRate": "fast"}, {}, "wrongType", "flowRate"),
         ("pump-1", {"flowRate": math.nan}, {}, "wrongType", "flowRate"),

@@ -1,19 +1,29 @@
-"""Pieces of the GraphQL tests: a store that counts round trips, and a client."""
+"""Pieces of the GraphQL tests: a store that counts round trips, the real app served
+over given services with an API key per role, and a client."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from argon2 import PasswordHasher
 
 from twinforge.auth.api_keys import ApiKeyStore
+from twinforge.auth.authenticator import Authenticator
 from twinforge.auth.tokens import TokenIssuer
+from twinforge.graphql.context import ApiServices
 from twinforge.runtime.events import EventBus
 from twinforge.runtime.stores import GraphStore
 from twinforge.runtime.twin_service import TwinService
+from twinforge.web.app import create_app
+
+#: Cheap argon2 parameters: tests create many keys; the server uses argon2's defaults.
+CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+ROLES = ("viewer", "operator", "engineer", "admin")
 
 
 class CountingStore:
@@ -65,3 +75,33 @@ class Api:
                 return await client.post("/graphql", json=body, headers=headers or {})
 
         return asyncio.run(send())
+
+
+@contextlib.contextmanager
+def serving(
+    twins: TwinService,
+    store: Any,
+    keys_path: Any,
+    *,
+    roles: tuple[str, ...] = ROLES,
+    live: EventBus | None = None,
+    **services: Any,
+) -> Iterator[Api]:
+    """The real GraphQL app over ``twins`` and ``services`` (the other
+    :class:`ApiServices` fields), with an API key per role in ``keys_path``."""
+    keys = ApiKeyStore(keys_path, hasher=CHEAP_HASHER)
+    tokens = TokenIssuer(b"k" * 32)
+    live = live or EventBus()
+    api_services = ApiServices(
+        twins=twins,
+        authenticator=Authenticator(keys, tokens),
+        keys=keys,
+        tokens=tokens,
+        live=live,
+        **services,
+    )
+    secrets = {role: keys.create(f"{role}-key", [role]).secret for role in roles}
+    try:
+        yield Api(create_app(api_services), twins, store, keys, tokens, live, secrets)
+    finally:
+        keys.close()

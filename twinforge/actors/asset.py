@@ -62,6 +62,18 @@ class Asset:
         if len(self.recent) > DEDUP_WINDOW:
             del self.recent[next(iter(self.recent))]
         self.messages += 1
+        self.record(values, source_time, received_time, changes)
+        return True
+
+    def record(
+        self,
+        values: dict[str, Any],
+        source_time: float,
+        received_time: float,
+        changes: list[AlarmChange] | None = None,
+    ) -> None:
+        """Record values without the duplicate check: the values physics derives from a
+        message, which :meth:`apply` has let through."""
         for name, value in values.items():
             buffer = self.series.get(name)
             if buffer is None:
@@ -81,7 +93,6 @@ class Asset:
                 )
         if self.rules:
             self._evaluate(values, source_time, changes)
-        return True
 
     def _evaluate(
         self, values: dict[str, Any], time: float, changes: list[AlarmChange] | None

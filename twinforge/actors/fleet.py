@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 # Under `uv run`, Ray would re-package this checkout for every worker; the workers use
@@ -30,6 +31,11 @@ from twinforge.actors.alarms import Alarm
 from twinforge.actors.asset_host import AssetHost, HostConfig, IngestResult
 from twinforge.actors.directory import AssetDirectory
 from twinforge.ingest.messages import Entry
+from twinforge.physics.asset_physics import PhysicsState
+from twinforge.physics.checks import PhysicsPlan
+from twinforge.physics.errors import PhysicsError
+from twinforge.physics.fmi import LoadedFmu
+from twinforge.physics.what_if import WhatIf, WhatIfResult, simulate
 from twinforge.runtime.history import open_history_store
 
 log = logging.getLogger(__name__)
@@ -59,6 +65,15 @@ class AssetHostProcess(AssetHost):
 
 
 _RemoteHost = ray.remote(AssetHostProcess)
+
+
+@ray.remote(num_cpus=0)
+def _simulate(plan: PhysicsPlan, state: PhysicsState, request: WhatIf, data_dir: str) -> Any:
+    fmu = LoadedFmu(plan.fmu, work_dir=Path(data_dir) / "physics" / "unpacked")
+    try:
+        return simulate(plan, fmu, state, request)
+    finally:
+        fmu.close()
 
 
 class AssetFleet:
@@ -157,6 +172,40 @@ class AssetFleet:
             for index, answer in zip(by_host[host], answers, strict=True):
                 results[index] = answer
         return results
+
+    # -- physics -------------------------------------------------------------------
+
+    def physics_status(self, twin_id: str) -> dict[str, Any] | None:
+        """The twin's physics: FMU, running or off and why (None: none bound)."""
+        return self._call(twin_id, "physics_status", twin_id)
+
+    def physics_of(self, twin_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """:meth:`physics_status` of many twins, one call per host."""
+        return self._gather("physics_of", twin_ids)
+
+    def set_physics(self, plans: tuple[PhysicsPlan, ...]) -> list[str]:
+        """Bind ``plans`` on every running host (an FMU version swapped in without a
+        restart); hosts started later read them from the plans file the caller saved."""
+        self.config = replace(self.config, physics=plans)
+        answers = ray.get([h.set_physics.remote(plans) for h in self._handles.values()])
+        return sorted({interface for changed in answers for interface in changed})
+
+    def simulate(self, twin_id: str, request: WhatIf) -> WhatIfResult:
+        """A what-if run of the twin's FMU from where it stands, in a Ray task: the API
+        process and the twin's host only hand over the state."""
+        found = self._call(twin_id, "physics_state", twin_id)
+        if found is None:
+            raise PhysicsError(
+                f"twinId: {twin_id} has no running physics (no FMU bound to its interface, "
+                "physics off, or no telemetry yet)"
+            )
+        plan, state = found
+        try:
+            return ray.get(_simulate.remote(plan, state, request, str(self.config.data_dir)))
+        except ray.exceptions.RayTaskError as error:
+            if isinstance(error.cause, PhysicsError):  # a bad request, a failing FMU
+                raise error.cause from None
+            raise
 
     def stats(self) -> list[dict[str, Any]]:
         """Per host: pid, Ray node, asset and message counts, RSS."""

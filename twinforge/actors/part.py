@@ -3,13 +3,20 @@ graph."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from twinforge.actors.alarms import AlarmRule, load_alarm_rules
+from twinforge.actors.alarms import load_alarm_rules
 from twinforge.actors.asset_host import HostConfig
 from twinforge.actors.fleet import AssetFleet
+from twinforge.actors.physics import plans_file, save_plans
 from twinforge.actors.twin_sync import TwinSync
+from twinforge.physics.checks import PhysicsPlan
+from twinforge.physics.config import PhysicsBinding, load_physics_config
+from twinforge.physics.library import PhysicsLibrary
+from twinforge.physics.what_if import WhatIf, WhatIfResult
 from twinforge.runtime.twin_service import TwinService
 
 __all__ = ["FleetPart", "RayPart", "start_fleet", "start_ray"]
@@ -57,7 +64,26 @@ class FleetPart:
 
     fleet: AssetFleet
     sync: TwinSync
+    physics: PhysicsLibrary
     endpoints: dict[str, str] = field(default_factory=dict)
+
+    # The API's physics service: reads and what-if runs go to the fleet.
+
+    def physics_of(self, twin_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        return self.fleet.physics_of(twin_ids)
+
+    def simulate(self, twin_id: str, request: WhatIf) -> WhatIfResult:
+        return self.fleet.simulate(twin_id, request)
+
+    def bind_fmu(
+        self, interface: str, fmu: bytes, binding: PhysicsBinding | None = None
+    ) -> PhysicsPlan:
+        """Check and bind a new FMU version to ``interface``; the running twins of it
+        swap to it on their next sample, without a restart."""
+        plan = self.physics.upload(interface, fmu, binding)
+        save_plans(self.fleet.config.data_dir, self.physics.all_plans())
+        self.fleet.set_physics(self.physics.all_plans())
+        return plan
 
     def stop(self) -> None:
         self.fleet.close()
@@ -71,16 +97,24 @@ def start_fleet(
     graph_url: str | None,
     alarm_rules: Path | None,
     assets_per_host: int,
+    physics: Path | list[PhysicsBinding] | None = None,
 ) -> FleetPart:
-    """Host every twin of the graph, with the alarm rules of ``alarm_rules`` (a JSON file)."""
+    """Host every twin of the graph, with the alarm rules of ``alarm_rules`` (a JSON file)
+    and the FMUs of ``physics`` (a physics configuration file, or its bindings)."""
     rules = load_alarm_rules(alarm_rules) if alarm_rules else []
+    bindings = load_physics_config(physics) if isinstance(physics, Path) else physics or []
+    library = PhysicsLibrary(data_dir, bindings, twins.models.interface)
+    plans = library.all_plans()
+    if plans or plans_file(data_dir).exists():  # an earlier run's plans must not linger
+        save_plans(data_dir, plans)
     fleet = AssetFleet(
         HostConfig(
             data_dir,
             history_url=history_url,
             graph_url=graph_url,
             alarm_rules=tuple(rules),
-            lineage=_lineages(twins, rules),
+            lineage=_lineages(twins) if rules or plans else {},
+            physics=plans,
         ),
         assets_per_host=assets_per_host,
     )
@@ -89,10 +123,8 @@ def start_fleet(
     except BaseException:
         fleet.close()
         raise
-    return FleetPart(fleet, sync)
+    return FleetPart(fleet, sync, library)
 
 
-def _lineages(twins: TwinService, rules: list[AlarmRule]) -> dict[str, tuple[str, ...]]:
-    if not rules:
-        return {}
+def _lineages(twins: TwinService) -> dict[str, tuple[str, ...]]:
     return {model.id: tuple(twins.models.lineage(model.id)) for model in twins.models.list()}

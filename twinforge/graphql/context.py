@@ -18,6 +18,7 @@ from twinforge.errors import ClientError
 from twinforge.graphql.dtdl_types import SchemaTypes
 from twinforge.graphql.errors import RateLimited, Unauthenticated
 from twinforge.graphql.loaders import LiveAssets, Loaders
+from twinforge.graphql.physics import PhysicsService
 from twinforge.graphql.rate_limit import RateLimiter
 from twinforge.ingest.dead_letters import DeadLetterStore
 from twinforge.runtime.commands import CommandService, Principal
@@ -48,6 +49,7 @@ class ApiServices:
     devices: DeviceStore | None = None
     #: Where mutations record who did what; None: a bare API (tests) records nothing.
     audit: AuditTrail | None = None
+    physics: PhysicsService | None = None
 
 
 class ApiContext(BaseContext):
@@ -68,7 +70,7 @@ class ApiContext(BaseContext):
         self._refused: ClientError | None = None
         #: The HTTP request or the WebSocket this context serves (its client address).
         self.connection: HTTPConnection | None = None
-        self.loaders = Loaders(services.twins, services.assets)
+        self.loaders = Loaders(services.twins, services.assets, services.physics)
 
     def refreshed_types(self) -> SchemaTypes:
         """Rebuild the schema now (this request changed the models) and return its types."""

@@ -29,15 +29,27 @@ class LiveAssets(Protocol):
     def series_many(self, requests: Sequence[SeriesKey]) -> list[dict[str, list[Any]]]: ...
 
 
+class PhysicsStatus(Protocol):
+    """The twins' physics, read in batches (the fleet part implements it)."""
+
+    def physics_of(self, twin_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]: ...
+
+
 class Loaders:
     """One set per request, so cached values never outlive the request that read them.
     Each loader is made on first use, and its batch function holds the services, not
     this object: no reference cycle, so a finished request is freed at once instead of
     waiting for (and lengthening) the garbage collector's full passes."""
 
-    def __init__(self, twins: TwinService, assets: LiveAssets | None) -> None:
+    def __init__(
+        self,
+        twins: TwinService,
+        assets: LiveAssets | None,
+        physics: PhysicsStatus | None = None,
+    ) -> None:
         self._twins = twins
         self._assets = assets
+        self._physics = physics
 
     @cached_property
     def twin(self) -> DataLoader[str, dict[str, Any] | None]:
@@ -62,6 +74,10 @@ class Loaders:
     @cached_property
     def series(self) -> DataLoader[SeriesKey, dict[str, list[Any]]]:
         return DataLoader(load_fn=partial(_load_series, self._assets))
+
+    @cached_property
+    def physics(self) -> DataLoader[str, dict[str, Any] | None]:
+        return DataLoader(load_fn=partial(_load_physics, self._physics))
 
     def remember(self, documents: Sequence[dict[str, Any]]) -> None:
         """Prime the twin loader with documents a list query already returned."""
@@ -96,6 +112,15 @@ async def _load_alarms(assets: LiveAssets | None, ids: list[str]) -> list[list[A
         return [[] for _ in ids]
     found = await asyncio.to_thread(assets.alarms_of, ids)
     return [found.get(twin_id, []) for twin_id in ids]
+
+
+async def _load_physics(
+    physics: PhysicsStatus | None, ids: list[str]
+) -> list[dict[str, Any] | None]:
+    if physics is None:
+        return [None] * len(ids)
+    found = await asyncio.to_thread(physics.physics_of, ids)
+    return [found.get(twin_id) for twin_id in ids]
 
 
 async def _load_series(

@@ -15,6 +15,7 @@ from twinforge.auth.durations import parse_duration
 from twinforge.auth.roles import parse_roles
 from twinforge.graphql.errors import BadInput, Forbidden, NotFoundError
 from twinforge.graphql.permissions import Admin, Engineer, Operator
+from twinforge.graphql.physics import BoundFmu, PhysicsService, WhatIfRun, bind, run_what_if
 from twinforge.graphql.query import api_key
 from twinforge.graphql.types import (
     Command,
@@ -165,6 +166,42 @@ class Mutation:
         service = _commands(info)
         return await _decided(service.reject(info.context.principal, id, reason))
 
+    # -- physics --------------------------------------------------------------------
+
+    @strawberry.mutation(
+        permission_classes=[Operator],
+        description="A what-if run: the twin's FMU from where it stands, for horizonS "
+        "seconds, with parameters and input profiles overridden; runs in a Ray task and "
+        "never touches the live twin. profiles: {field: [[offsetS, value], ...]}, each "
+        "value held from its offset on.",
+    )
+    async def simulate(
+        self,
+        info: strawberry.Info,
+        twin_id: str,
+        horizon_s: float,
+        step_s: float | None = None,
+        parameters: JSON | None = None,
+        profiles: JSON | None = None,
+    ) -> WhatIfRun:
+        run = await run_what_if(_physics(info), twin_id, horizon_s, step_s, parameters, profiles)
+        await _audit(info, "physics.simulate", f"twin:{twin_id}", {"horizon_s": horizon_s})
+        return run
+
+    @strawberry.mutation(
+        permission_classes=[Engineer],
+        description="Bind a new FMU version (its file in base64) to an interface, checked "
+        "against its modelDescription and the interface; the running twins swap to it "
+        "without a restart. binding: an entry of the physics configuration (inputs, "
+        "parameters, expected, step_s, max_gap_s; default: the interface's current one).",
+    )
+    async def bind_fmu(
+        self, info: strawberry.Info, interface: str, fmu: str, binding: JSON | None = None
+    ) -> BoundFmu:
+        bound = await bind(_physics(info), interface, fmu, binding)
+        await _audit(info, "physics.bind", f"model:{interface}", {"sha256": bound.sha256})
+        return bound
+
     # -- access ---------------------------------------------------------------------
 
     @strawberry.mutation(
@@ -297,6 +334,13 @@ def _devices(info: strawberry.Info) -> DeviceStore:
     if store is None:
         raise NotFoundError("devices: this server has no device credential store")
     return store
+
+
+def _physics(info: strawberry.Info) -> PhysicsService:
+    service = info.context.services.physics
+    if service is None:
+        raise NotFoundError("physics: this server runs no physics")
+    return service
 
 
 def _commands(info: strawberry.Info) -> CommandService:

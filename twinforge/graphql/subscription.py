@@ -61,6 +61,15 @@ class AlertEvent:
     missed: int = 0
 
 
+@strawberry.type(description="A twin's physics switched off: its FMU failed.")
+class PhysicsOffEvent:
+    twin_id: str
+    reason: str
+    quarantined: bool
+    time: datetime
+    missed: int = 0
+
+
 @strawberry.type
 class Subscription:
     @strawberry.subscription(permission_classes=[Viewer])
@@ -158,6 +167,33 @@ class Subscription:
                         ),
                     ),
                     time=datetime.fromtimestamp(data["time"], UTC),
+                    missed=missed,
+                )
+                missed = 0
+
+    @strawberry.subscription(
+        permission_classes=[Viewer],
+        description="Physics switching off, of one twin or of all: the FMU failed (Error, "
+        "Fatal, NaN, an exception) or crashed its host too often; ingest goes on.",
+    )
+    async def physics_off(
+        self, info: strawberry.Info, twin_id: str | None = None
+    ) -> AsyncGenerator[PhysicsOffEvent, None]:
+        missed = 0
+        async with info.context.services.live.subscribe(
+            maxsize=BUFFER,
+            kinds=[EventKind.PHYSICS_OFF],
+            subjects=None if twin_id is None else [twin_id],
+        ) as events:
+            async for event in events:
+                if isinstance(event, Gap):
+                    missed += event.missed
+                    continue
+                yield PhysicsOffEvent(
+                    twin_id=event.subject,
+                    reason=event.data["reason"],
+                    quarantined=event.data["quarantined"],
+                    time=datetime.fromtimestamp(event.data["time"], UTC),
                     missed=missed,
                 )
                 missed = 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -18,6 +18,9 @@ from twinforge.graphql.permissions import Engineer
 from twinforge.ingest.dead_letters import DeadLetter as StoredDeadLetter
 from twinforge.runtime.commands import AuditEntry, CommandRecord, CommandStatus
 from twinforge.runtime.twin_service import StoredModel
+
+if TYPE_CHECKING:
+    from twinforge.graphql.physics import TwinPhysics
 
 #: Relationships sort by source, then id: this separator sorts below any id character.
 _KEY_SEPARATOR = "\x1f"
@@ -145,6 +148,17 @@ class TwinNode:
         alarms = await info.context.loaders.alarms.load(self.doc["$dtId"])
         twin_id = self.doc["$dtId"]
         return sorted((Alert.of(twin_id, a) for a in alarms), key=lambda a: -a.severity)
+
+    @strawberry.field(
+        description="Its FMU's expected values and residuals, and whether it runs (null: "
+        "no FMU is bound to its interface)."
+    )
+    async def physics(
+        self, info: strawberry.Info
+    ) -> Annotated[TwinPhysics, strawberry.lazy("twinforge.graphql.physics")] | None:
+        from twinforge.graphql.physics import twin_physics  # it imports this module
+
+        return await twin_physics(info, self.doc["$dtId"])
 
     @strawberry.field(description="Newest samples of one telemetry field, oldest first.")
     async def telemetry(

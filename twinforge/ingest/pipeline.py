@@ -271,10 +271,18 @@ class IngestPipeline:
                 live.publish_many(
                     EventKind.TELEMETRY, ((e[0], e) for e in entries), _telemetry_data
                 )
+                derived = getattr(result, "derived", ())
+                if derived:  # expected values and residuals physics computed
+                    live.publish_many(
+                        EventKind.TELEMETRY, ((e[0], e) for e in derived), _telemetry_data
+                    )
             for change in getattr(result, "alarms", ()):
                 kind = EventKind.ALARM_RAISED if change.raised else EventKind.ALARM_CLEARED
                 if live.wants(kind):
                     live.publish(kind, change.twin_id, change.event_data())
+            for off in getattr(result, "physics_off", ()):
+                if live.wants(EventKind.PHYSICS_OFF):
+                    live.publish(EventKind.PHYSICS_OFF, off.twin_id, off.event_data())
         except Exception:
             log.exception("live events of a batch for asset host %d were not published", batch.host)
 

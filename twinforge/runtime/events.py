@@ -60,6 +60,9 @@ class EventKind(StrEnum):
     ALARM_CLEARED = "alarm.cleared"
     """Same keys: the alarm raised at ``since`` cleared at ``time``, when ``field`` came
     back inside its limits with ``value``."""
+    PHYSICS_OFF = "physics.off"
+    """``{"reason", "time", "quarantined"}``: the twin's FMU failed and its physics is off
+    until a new FMU version is bound; ingest goes on."""
 
 
 @dataclass(frozen=True, slots=True)

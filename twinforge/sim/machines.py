@@ -2,6 +2,13 @@
 equipment twin of a :class:`~twinforge.sim.layout.PlantLayout`, faults, and command
 execution, all on a simulated clock (:class:`PlantPhysics`).
 
+Pumps, molding barrels and CNC spindles run twinforge's own FMUs
+(:mod:`twinforge.sim.fmus`), the ones their twins run: each step sets the step's inputs
+and fault parameters, steps the FMU by ``dt`` and reads its outputs, which is what a twin
+does with each sample, so a healthy machine and its twin agree up to sensor noise. What
+the FMUs leave out (process demand, the part program, injection pressure, cycle time,
+power spikes, sensor noise, commands and interlocks) is modelled here.
+
 :mod:`twinforge.sim.simulator` runs this in real time over MQTT and OPC UA.
 """
 
@@ -12,12 +19,15 @@ import hashlib
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, ClassVar
 
 import numpy as np
 
+from twinforge.physics.fmi import FmuInstance, LoadedFmu
+from twinforge.sim.fmus import fmu_path
 from twinforge.sim.layout import (
     CNC,
     CONVEYOR,
@@ -43,7 +53,13 @@ BEARING_WEAR = "bearing_wear"
 OVERHEATING = "overheating"
 POWER_SPIKE = "power_spike"
 SENSOR_DROPOUT = "sensor_dropout"
-FAULTS = (BEARING_WEAR, OVERHEATING, POWER_SPIKE, SENSOR_DROPOUT)
+FOULING = "fouling"
+HEATER_FAILURE = "heater_failure"
+FAULTS = (BEARING_WEAR, OVERHEATING, POWER_SPIKE, SENSOR_DROPOUT, FOULING, HEATER_FAILURE)
+
+#: Decimals of published values; FMU inputs are rounded alike, so that a twin fed the
+#: published inputs drives its FMU exactly as the plant did.
+DECIMALS = 4
 
 #: A CNC spindle hotter than this refuses ``start`` (the over-temperature interlock).
 CNC_TRIP_TEMPERATURE = 80.0
@@ -51,9 +67,26 @@ CNC_TRIP_TEMPERATURE = 80.0
 #: Bands the healthy simulation stays in at its default set-points, per model and field;
 #: faults push values out of them (tests and anomaly baselines rely on these).
 NORMAL_BANDS: dict[str, dict[str, tuple[float, float]]] = {
-    CNC: {"spindleTemperature": (20.0, 65.0), "vibration": (0.0, 4.5), "powerKw": (0.5, 26.0)},
-    MOLDING: {"barrelTemperature": (205.0, 235.0), "powerKw": (15.0, 40.0)},
-    PUMP: {"bearingVibration": (0.0, 2.5), "motorCurrent": (5.0, 20.0), "powerKw": (3.0, 12.0)},
+    CNC: {
+        "spindleTemperature": (20.0, 65.0),
+        "vibration": (0.0, 4.5),
+        "powerKw": (0.5, 26.0),
+        "spindleLoad": (0.0, 1.0),
+    },
+    MOLDING: {
+        "barrelTemperature": (205.0, 235.0),
+        "meltTemperature": (205.0, 260.0),
+        "heaterPowerKw": (3.0, 25.0),
+        "powerKw": (15.0, 40.0),
+    },
+    PUMP: {
+        "bearingVibration": (0.0, 2.5),
+        "motorCurrent": (5.0, 20.0),
+        "powerKw": (3.0, 12.0),
+        "bearingTemperature": (30.0, 50.0),
+        "windingTemperature": (40.0, 80.0),
+        "valvePosition": (0.6, 1.0),
+    },
     CONVEYOR: {"powerKw": (0.2, 2.5)},
     INSPECTION: {"defectRate": (0.0, 0.15), "powerKw": (0.4, 0.8)},
 }
@@ -71,13 +104,15 @@ class CommandError(Exception):
 @dataclass(slots=True)
 class ActiveFault:
     """A fault in effect on one twin; times are simulation seconds (``ends_at`` None:
-    until cleared). ``field`` is the silenced telemetry field of a sensor dropout."""
+    until cleared). ``field`` is the silenced telemetry field of a sensor dropout;
+    ``ramp_s`` the time a gradual fault takes to reach full severity (0: at once)."""
 
     twin_id: str
     fault: str
     started_at: float
     ends_at: float | None
     field: str | None = None
+    ramp_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +124,8 @@ class ScheduledFault:
     fault: str
     duration_s: float | None = None
     field: str | None = None
+    ramp_s: float | None = None
+    """None: the machine's default ramp for the fault."""
 
 
 # -- machine models ------------------------------------------------------------------
@@ -109,13 +146,26 @@ def _in_range(name: str, value: Any, low: float, high: float, unit: str) -> floa
     return float(value)
 
 
+@cache
+def _loaded_fmu(name: str) -> LoadedFmu:
+    """One loaded FMU per name and process, unpacked beside the built FMU (shared by the
+    processes of one machine)."""
+    path = fmu_path(name)
+    work_dir = path.parent / "unpacked"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return LoadedFmu(path, work_dir=work_dir)
+
+
 class _Machine:
     """One equipment twin's state and physics. Subclasses set the model id, the faults
-    that affect them, the field a sensor dropout silences by default, and their commands."""
+    that affect them, the field a sensor dropout silences by default, their commands,
+    and ``ramps``: the gradual faults and the seconds each takes by default to reach full
+    severity (short enough that a fault shows within minutes)."""
 
     model: ClassVar[str]
     faults_apply: ClassVar[frozenset[str]]
     dropout_field: ClassVar[str]
+    ramps: ClassVar[dict[str, float]] = {}
 
     def __init__(self, spec: TwinSpec, rng: np.random.Generator) -> None:
         self.id = spec.id
@@ -142,6 +192,15 @@ class _Machine:
         active = self.faults.get(fault)
         return None if active is None else max(0.0, self.now - active.started_at)
 
+    def severity(self, fault: str) -> float:
+        """0 (no fault) to 1: a gradual fault grows linearly over its ramp."""
+        active = self.faults.get(fault)
+        if active is None:
+            return 0.0
+        if active.ramp_s == 0:
+            return 1.0
+        return min(1.0, max(0.0, self.now - active.started_at) / active.ramp_s)
+
     def spike(self) -> float:
         """Power multiplier: short spikes while ``power_spike`` is active, always one on
         the fault's first tick so that even a short fault is visible."""
@@ -156,10 +215,54 @@ class _Machine:
         return float(self.rng.normal(0.0, scale))
 
 
-class _CncMachine(_Machine):
+class _FmuMachine(_Machine):
+    """A machine whose physics is one of twinforge's FMUs. ``fault_parameters`` maps a
+    fault to the FMU parameter its severity sets."""
+
+    fmu_name: ClassVar[str]
+    fmu_outputs: ClassVar[tuple[str, ...]]
+    fault_parameters: ClassVar[dict[str, str]]
+
+    def __init__(self, spec: TwinSpec, rng: np.random.Generator) -> None:
+        super().__init__(spec, rng)
+        self._fmu: FmuInstance | None = None
+        self._set: Callable[[list[float]], None] = lambda _: None
+        self._get: Callable[[], list[float]] = list
+
+    def run_fmu(
+        self, inputs: Mapping[str, float], dt: float
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """Set ``inputs`` and the fault parameters, step ``dt`` (0: no step), read the
+        outputs; the inputs as set (rounded as published) and the outputs."""
+        held = {name: round(value, DECIMALS) for name, value in inputs.items()}
+        values = [*held.values(), *(self.severity(f) for f in self.fault_parameters)]
+        if self._fmu is None:
+            # Initialized for the first inputs: the FMU starts at their steady state.
+            names = [*held, *self.fault_parameters.values()]
+            instance = _loaded_fmu(self.fmu_name).instantiate(self.id)
+            instance.initialize(self.now, dict(zip(names, values, strict=True)))
+            self._set = instance.real_setter(names)
+            self._get = instance.real_getter(self.fmu_outputs)
+            self._fmu = instance
+        else:
+            self._set(values)
+            if dt > 0:
+                self._fmu.step(dt)
+        return held, dict(zip(self.fmu_outputs, self._get(), strict=True))
+
+
+class _CncMachine(_FmuMachine):
     model = CNC
-    faults_apply = frozenset(FAULTS)
+    faults_apply = frozenset({BEARING_WEAR, OVERHEATING, POWER_SPIKE, SENSOR_DROPOUT})
     dropout_field = "spindleTemperature"
+    # Overheating: the coolant fails over a minute; worn bearings over five.
+    ramps: ClassVar[dict[str, float]] = {BEARING_WEAR: 300.0, OVERHEATING: 60.0}
+    fmu_name = "cnc_spindle"
+    fmu_outputs = ("power", "spindleTemperature", "vibration")
+    fault_parameters: ClassVar[dict[str, str]] = {
+        BEARING_WEAR: "bearingWear",
+        OVERHEATING: "coolantFailure",
+    }
     MAX_RPM = 24_000.0
 
     def __init__(self, spec: TwinSpec, rng: np.random.Generator) -> None:
@@ -170,7 +273,7 @@ class _CncMachine(_Machine):
         # The part program: cutting, then a tool change with the tool out of the cut.
         self.cycle_s = float(rng.uniform(90.0, 150.0))
         self.cycle_at = float(rng.uniform(0.0, self.cycle_s))
-        self.temperature = self._heat_target(self._load())
+        self.temperature = 0.0  # the spindle's, from the FMU on every step
 
     def commands(self) -> dict[str, Callable[[Any], Any]]:
         return {"start": self.start, "stop": self.stop, "setSpindleSpeed": self.set_speed}
@@ -210,41 +313,38 @@ class _CncMachine(_Machine):
         engaged = 1.0 if self.cycle_at < 0.85 * self.cycle_s else 0.2
         return min(1.0, self.speed / self.MAX_RPM * (0.6 + 0.4 * cut) * engaged)
 
-    @staticmethod
-    def _heat_target(load: float) -> float:
-        return 24.0 + 38.0 * load
-
     def step(self, dt: float) -> dict[str, float]:
         target_speed = self.setpoint if self.running else 0.0
         self.speed = _lag(self.speed, target_speed, dt, 0.8)
         if self.running:
             self.cycle_at = (self.cycle_at + dt) % self.cycle_s
-        load = self._load()
-        heat = self._heat_target(load)
-        wear = self.age(BEARING_WEAR)
-        hot = self.age(OVERHEATING)
-        if hot is not None:
-            heat += min(90.0, 1.5 * hot)  # failing coolant: heat builds while it lasts
-        if wear is not None:
-            heat += min(15.0, 0.1 * wear)  # bearing friction
-        self.temperature = _lag(self.temperature, heat, dt, 40.0)
-        vibration = (0.3 + 2.2 * self.speed / self.MAX_RPM) * (1.0 + self.noise(0.05))
-        if wear is not None:
-            vibration += min(25.0, 0.08 * wear) * (1.0 + abs(self.noise(0.2)))
-        power = 0.8 + ((2.0 + 20.0 * load) if self.running else 0.0)
+        inputs, out = self.run_fmu({"spindleSpeed": self.speed, "spindleLoad": self._load()}, dt)
+        self.temperature = out["spindleTemperature"]
         return {
-            "spindleSpeed": max(0.0, self.speed * (1.0 + self.noise(0.002))),
+            # The drive reports its encoder speed and the load it commands: exact.
+            "spindleSpeed": inputs["spindleSpeed"],
+            "spindleLoad": inputs["spindleLoad"],
             "spindleTemperature": self.temperature + self.noise(0.15),
-            "vibration": abs(vibration),
-            "powerKw": power * (1.0 + self.noise(0.01)) * self.spike(),
+            "vibration": abs(out["vibration"] * (1.0 + self.noise(0.05))),
+            "powerKw": out["power"] * (1.0 + self.noise(0.01)) * self.spike(),
         }
 
 
-class _MoldingMachine(_Machine):
+class _MoldingMachine(_FmuMachine):
     model = MOLDING
-    faults_apply = frozenset({OVERHEATING, POWER_SPIKE, SENSOR_DROPOUT})
+    faults_apply = frozenset({OVERHEATING, HEATER_FAILURE, POWER_SPIKE, SENSOR_DROPOUT})
     dropout_field = "barrelTemperature"
+    # The main heater contactor welds shut (overheating) or a heater band burns out: at once.
+    ramps: ClassVar[dict[str, float]] = {OVERHEATING: 0.0, HEATER_FAILURE: 0.0}
+    fmu_name = "molding_barrel"
+    fmu_outputs = ("barrelTemperature", "meltTemperature", "heaterPower")
+    fault_parameters: ClassVar[dict[str, str]] = {
+        OVERHEATING: "heaterStuckOn",
+        HEATER_FAILURE: "heaterFailure",
+    }
     MIN_TEMPERATURE, MAX_TEMPERATURE = 160.0, 320.0
+    SCREW_SPEED = 120.0  # rpm
+    DRIVES_KW = 8.0  # hydraulics, screw drive and controls, besides the heaters
 
     def __init__(self, spec: TwinSpec, rng: np.random.Generator) -> None:
         super().__init__(spec, rng)
@@ -263,57 +363,70 @@ class _MoldingMachine(_Machine):
         )
 
     def step(self, dt: float) -> dict[str, float]:
-        target = self.setpoint
-        hot = self.age(OVERHEATING)
-        if hot is not None:
-            target += min(120.0, 2.0 * hot)  # a heater band stuck on
-        self.temperature = _lag(self.temperature, target, dt, 60.0)
-        # Hotter melt flows more easily: lower pressure, and a cycle slowed by any deviation.
+        # A barrel off its set-point slows the cycle (set before the step: the cycle time
+        # is an input of the interval it ends); the jitter is the process's own.
+        cycle = max(1.0, 28.0 + 0.05 * abs(self.temperature - self.setpoint) + self.noise(0.4))
+        inputs, out = self.run_fmu(
+            {"barrelSetpoint": self.setpoint, "screwSpeed": self.SCREW_SPEED, "cycleTime": cycle},
+            dt,
+        )
+        self.temperature = out["barrelTemperature"]
+        # Hotter melt flows more easily: lower injection pressure.
         pressure = 1100.0 * math.exp(-(self.temperature - 220.0) / 150.0)
-        cycle = 28.0 + 0.05 * abs(self.temperature - self.setpoint) + 0.02 * abs(target - 220.0)
-        power = 6.0 + 0.03 * (self.temperature - 20.0) + 10.0 + 0.005 * pressure
+        heater = out["heaterPower"]
+        power = heater + self.DRIVES_KW + 0.005 * pressure
         return {
+            "barrelSetpoint": inputs["barrelSetpoint"],
+            "screwSpeed": inputs["screwSpeed"],
+            "cycleTime": inputs["cycleTime"],
             "barrelTemperature": self.temperature + self.noise(0.3),
+            "meltTemperature": out["meltTemperature"] + self.noise(0.3),
+            "heaterPowerKw": heater * (1.0 + self.noise(0.01)),
             "injectionPressure": pressure * (1.0 + self.noise(0.02)),
-            "cycleTime": max(1.0, cycle + self.noise(0.4)),
             "powerKw": power * (1.0 + self.noise(0.015)) * self.spike(),
         }
 
 
-class _Pump(_Machine):
+class _Pump(_FmuMachine):
     model = PUMP
-    faults_apply = frozenset({BEARING_WEAR, POWER_SPIKE, SENSOR_DROPOUT})
+    faults_apply = frozenset({BEARING_WEAR, FOULING, POWER_SPIKE, SENSOR_DROPOUT})
     dropout_field = "pressure"
-    NOMINAL_FLOW = 40.0  # m³/h at full speed and nominal demand
-    SHUTOFF_PRESSURE = 6.0  # bar
-    VOLTAGE, POWER_FACTOR = 400.0, 0.86
+    ramps: ClassVar[dict[str, float]] = {BEARING_WEAR: 300.0, FOULING: 600.0}
+    fmu_name = "pump"
+    fmu_outputs = (
+        "flow",
+        "pressure",
+        "vibration",
+        "motorCurrent",
+        "electricPower",
+        "bearingTemperature",
+        "windingTemperature",
+    )
+    fault_parameters: ClassVar[dict[str, str]] = {BEARING_WEAR: "bearingWear", FOULING: "fouling"}
+    RATED_SPEED = 2900.0  # rpm
+    VALVE_RANGE = (0.6, 1.0)  # the process opens its control valve within this
 
     def __init__(self, spec: TwinSpec, rng: np.random.Generator) -> None:
         super().__init__(spec, rng)
         self.running = spec.properties.get("state", "running") == "running"
-        self.demand = 1.0  # process demand, a slow random walk around nominal
+        self.valve = 0.85  # process demand, a slow random walk of the control valve
 
     def step(self, dt: float) -> dict[str, float]:
-        speed = 1.0 if self.running else 0.0
-        self.demand = min(1.1, max(0.7, self.demand + self.noise(0.01 * math.sqrt(dt))))
-        flow = self.NOMINAL_FLOW * speed * self.demand * (1.0 + self.noise(0.01))
-        # Pump curve: head falls with the square of the flow.
-        pressure = max(0.0, self.SHUTOFF_PRESSURE * speed**2 - 1.2e-3 * flow**2)
-        hydraulic_kw = flow / 3600.0 * pressure * 1e5 / 1000.0
-        power = hydraulic_kw / 0.65 / 0.92
-        vibration = (1.0 * speed + 0.1) * (1.0 + self.noise(0.06))
-        wear = self.age(BEARING_WEAR)
-        if wear is not None:
-            vibration += min(20.0, 0.06 * wear) * (1.0 + abs(self.noise(0.2)))
-            power *= 1.0 + min(0.3, 0.002 * wear)  # friction
-        power *= self.spike()
-        current = power * 1000.0 / (math.sqrt(3) * self.VOLTAGE * self.POWER_FACTOR)
+        low, high = self.VALVE_RANGE
+        self.valve = min(high, max(low, self.valve + self.noise(0.01 * math.sqrt(dt))))
+        speed = self.RATED_SPEED if self.running else 0.0
+        inputs, out = self.run_fmu({"speed": speed, "valvePosition": self.valve}, dt)
+        spike = self.spike()
         return {
-            "flowRate": max(0.0, flow),
-            "pressure": pressure + abs(self.noise(0.02)),
-            "bearingVibration": abs(vibration),
-            "motorCurrent": current * (1.0 + self.noise(0.01)),
-            "powerKw": power,
+            "speed": inputs["speed"],
+            "valvePosition": inputs["valvePosition"],
+            "flowRate": max(0.0, out["flow"] * (1.0 + self.noise(0.01))),
+            "pressure": max(0.0, out["pressure"] + self.noise(0.02)),
+            "bearingVibration": abs(out["vibration"] * (1.0 + self.noise(0.06))),
+            "motorCurrent": out["motorCurrent"] * (1.0 + self.noise(0.01)) * spike,
+            "powerKw": out["electricPower"] * (1.0 + self.noise(0.01)) * spike,
+            "bearingTemperature": out["bearingTemperature"] + self.noise(0.2),
+            "windingTemperature": out["windingTemperature"] + self.noise(0.2),
         }
 
 
@@ -321,6 +434,7 @@ class _Conveyor(_Machine):
     model = CONVEYOR
     faults_apply = frozenset({BEARING_WEAR, POWER_SPIKE, SENSOR_DROPOUT})
     dropout_field = "speed"
+    ramps: ClassVar[dict[str, float]] = {BEARING_WEAR: 150.0}
     MAX_SPEED = 2.0
 
     def __init__(self, spec: TwinSpec, rng: np.random.Generator) -> None:
@@ -342,10 +456,7 @@ class _Conveyor(_Machine):
         self.speed = _lag(self.speed, self.setpoint, dt, 2.0)
         self.load = min(60.0, max(10.0, self.load + self.noise(1.5 * math.sqrt(dt))))
         load = self.load if self.speed > 0.01 else self.load * 0.5
-        friction = 1.0
-        wear = self.age(BEARING_WEAR)
-        if wear is not None:
-            friction += min(1.5, 0.01 * wear)  # seized idlers drag the belt
+        friction = 1.0 + 1.5 * self.severity(BEARING_WEAR)  # seized idlers drag the belt
         power = 0.15 + (300.0 * friction + 25.0 * load) * self.speed / 1000.0 / 0.85
         return {
             "speed": max(0.0, self.speed * (1.0 + self.noise(0.005))),
@@ -465,7 +576,7 @@ class PlantPhysics:
         self._meters = [m for m in self._machines.values() if isinstance(m, _PowerMeter)]
         self._schedule = sorted(schedule, key=lambda s: s.at_s)
         for item in self._schedule:
-            self._check_fault(item.twin_id, item.fault, item.duration_s, item.field)
+            self._check_fault(item.twin_id, item.fault, item.duration_s, item.field, item.ramp_s)
         self._last: dict[str, dict[str, float]] = {}
         self.step(0.0)
         for twin_id, values in self._last.items():
@@ -530,7 +641,9 @@ class PlantPhysics:
                     out[t]["powerKw"] for t in self.layout.metered.get(meter.id, ()) if t in out
                 )
                 out[meter.id] = meter.step(dt)
-            self._last = {t: {k: round(v, 4) for k, v in vals.items()} for t, vals in out.items()}
+            self._last = {
+                t: {k: round(v, DECIMALS) for k, v in vals.items()} for t, vals in out.items()
+            }
             published = {}
             for twin_id, vals in self._last.items():
                 dropout = self._machines[twin_id].faults.get(SENSOR_DROPOUT)
@@ -542,7 +655,9 @@ class PlantPhysics:
     def _run_schedule(self) -> None:
         while self._schedule and self._schedule[0].at_s <= self.now:
             item = self._schedule.pop(0)
-            self.inject(item.twin_id, item.fault, item.duration_s, field=item.field)
+            self.inject(
+                item.twin_id, item.fault, item.duration_s, field=item.field, ramp_s=item.ramp_s
+            )
 
     def _expire(self, machine: _Machine) -> None:
         for name, fault in list(machine.faults.items()):
@@ -557,21 +672,32 @@ class PlantPhysics:
         duration_s: float | None = None,
         *,
         field: str | None = None,
+        ramp_s: float | None = None,
     ) -> ActiveFault:
         """Start ``fault`` on the twin for ``duration_s`` simulated seconds (None: until
         cleared); injecting an active fault restarts it. ``field`` picks the field a
-        ``sensor_dropout`` silences (default: the model's main sensor)."""
+        ``sensor_dropout`` silences (default: the model's main sensor). ``ramp_s`` is the
+        time a gradual fault (bearing wear, fouling, overheating, heater failure) takes
+        to reach full severity, e.g. hours for real-world wear (default: the machine's,
+        minutes or less)."""
         with self._lock:
-            machine = self._check_fault(twin_id, fault, duration_s, field)
+            machine = self._check_fault(twin_id, fault, duration_s, field, ramp_s)
             if fault == SENSOR_DROPOUT and field is None:
                 field = machine.dropout_field
+            if ramp_s is None:
+                ramp_s = machine.ramps.get(fault, 0.0)
             ends = None if duration_s is None else self.now + duration_s
-            active = ActiveFault(twin_id, fault, self.now, ends, field)
+            active = ActiveFault(twin_id, fault, self.now, ends, field, float(ramp_s))
             machine.faults[fault] = active
             return dataclasses.replace(active)
 
     def _check_fault(
-        self, twin_id: str, fault: str, duration_s: float | None, field: str | None
+        self,
+        twin_id: str,
+        fault: str,
+        duration_s: float | None,
+        field: str | None,
+        ramp_s: float | None = None,
     ) -> _Machine:
         machine = self._machine(twin_id)
         if fault not in FAULTS:
@@ -589,6 +715,14 @@ class PlantPhysics:
             raise ValueError(
                 f"field: only a sensor_dropout takes a field, one of {self._telemetry[twin_id]}"
             )
+        if ramp_s is not None:
+            if fault not in machine.ramps:
+                raise ValueError(
+                    f"ramp_s: {fault} on {twin_id} has no ramp; only "
+                    f"{', '.join(sorted(machine.ramps)) or 'no fault'} grow over time there"
+                )
+            if not (isinstance(ramp_s, int | float) and math.isfinite(ramp_s) and ramp_s >= 0):
+                raise ValueError(f"ramp_s: must be a number of seconds >= 0, got {ramp_s}")
         return machine
 
     def clear(self, twin_id: str, fault: str | None = None) -> list[ActiveFault]:

@@ -116,7 +116,10 @@ class PlantSimulator:
     """Runs :class:`PlantPhysics` in real time over MQTT and OPC UA.
 
     ``rate_hz`` ticks per second (0: no ticking, for ``publish_batch`` only); every tick
-    advances the simulation by ``time_scale / rate_hz`` simulated seconds.
+    advances the simulation by ``time_scale / rate_hz`` simulated seconds. Telemetry is
+    stamped with the wall clock, or with ``plant_clock`` the plant's: the start time plus
+    the simulated seconds, so that twins stepping FMUs by the stamps keep the plant's
+    pace when ``time_scale`` is not 1.
     ``mqtt_endpoint`` is the broker (with TLS and login, if it wants them); None leaves
     MQTT out. ``opcua_port`` None leaves OPC UA out (0: a free port), and ``opcua_security`` serves it secured (else with no security, for tests). With
     ``subscribe_all`` True the simulator takes commands for every twin (answering 404 for
@@ -142,6 +145,7 @@ class PlantSimulator:
         subscribe_all: bool = False,
         client_id: str = "",
         mqtt_protocol: int = mqtt.MQTTv5,
+        plant_clock: bool = False,
     ) -> None:
         if not (math.isfinite(rate_hz) and rate_hz >= 0):
             raise ValueError(f"rate_hz: must be a finite number >= 0, got {rate_hz}")
@@ -167,6 +171,7 @@ class PlantSimulator:
         self._reply_mids: set[int] = set()
         self._early_acks: set[int] = set()
         self._last_ts = 0.0
+        self._epoch = time.time() - self.physics.now if plant_clock else None
         self._client: mqtt.Client | None = None
         self._server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -187,9 +192,15 @@ class PlantSimulator:
 
     # Faults, delegated so callers need not reach into the physics.
     def inject(
-        self, twin_id: str, fault: str, duration_s: float | None = None, *, field: str | None = None
+        self,
+        twin_id: str,
+        fault: str,
+        duration_s: float | None = None,
+        *,
+        field: str | None = None,
+        ramp_s: float | None = None,
     ) -> ActiveFault:
-        return self.physics.inject(twin_id, fault, duration_s, field=field)
+        return self.physics.inject(twin_id, fault, duration_s, field=field, ramp_s=ramp_s)
 
     def clear(self, twin_id: str, fault: str | None = None) -> list[ActiveFault]:
         return self.physics.clear(twin_id, fault)
@@ -288,7 +299,8 @@ class PlantSimulator:
 
     def _source_time(self) -> float:
         # Strictly increasing, so consecutive messages of a twin never share a source time.
-        self._last_ts = max(time.time(), self._last_ts + 1e-6)
+        now = time.time() if self._epoch is None else self._epoch + self.physics.now
+        self._last_ts = max(now, self._last_ts + 1e-6)
         return self._last_ts
 
     # -- MQTT ------------------------------------------------------------------------------------
