@@ -110,9 +110,11 @@ def host_cost_us(
     batches: list[list[tuple]],
     lineage: dict[str, tuple[str, ...]] | None = None,
 ) -> tuple[float, float]:
-    """Microseconds per sample of a host's ingest (plain class, no Ray), median over
-    batches; and of that, this thread's CPU time inside the host's physics
-    (``HostPhysics.derive``: set the inputs, doStep, get the outputs, the residuals)."""
+    """Microseconds per sample of a host's ingest (plain class, no Ray); and of that,
+    this thread's CPU time inside the host's physics (``HostPhysics.derive``: set the
+    inputs, doStep, get the outputs, the residuals; the timer adds about 0.3 us). Each
+    the median over batches: a garbage collection that one batch's allocations set off
+    (the whole host's heap) would otherwise count as that batch's stepping."""
     config = HostConfig(data_dir, physics=plans, lineage=lineage or {}, synchronous="NORMAL")
     host = AssetHost(0, config, models)
     host.ingest(batches[0])  # instances start here: not a step
@@ -129,14 +131,14 @@ def host_cost_us(
             return derived
 
         host.physics.derive = timed  # type: ignore[method-assign]
-    times = []
+    times, stepping = [], []
     for batch in batches[1:]:
-        start = time.perf_counter()
+        start, before = time.perf_counter(), spent[0]
         host.ingest(batch)
-        times.append(time.perf_counter() - start)
+        times.append((time.perf_counter() - start) / len(batch))
+        stepping.append((spent[0] - before) / len(batch))
     host.close()
-    samples = sum(map(len, batches[1:]))
-    return statistics.median(times) / len(batches[1]) * 1e6, spent[0] / samples * 1e6
+    return statistics.median(times) * 1e6, statistics.median(stepping) * 1e6
 
 
 def step_cost(root: Path, plan: PhysicsPlan, quick: bool) -> dict[str, float]:
@@ -214,6 +216,26 @@ def rss_per_instance(kind: str, root: Path, count: int) -> float:
     return (rss_kb() - before) / count
 
 
+def rss_per_twin(with_physics: bool, root: Path, count: int) -> float:
+    """KB of RSS a host holds per pump twin once its ring buffers are full, with or
+    without physics (which adds the FMU and a series per expected value and residual)."""
+    plan = plans()[PUMP]
+    twins = [f"pump-{i:04d}" for i in range(count)]
+    config = HostConfig(
+        root / f"twins-{with_physics}",
+        physics=(plan,) if with_physics else (),
+        synchronous="NORMAL",
+    )
+    gc.collect()
+    before = rss_kb()
+    host = AssetHost(0, config, dict.fromkeys(twins, PUMP))
+    for batch in pump_batches(twins, config.capacity + 8):
+        host.ingest(batch)
+    host.checkpoint()
+    gc.collect()
+    return (rss_kb() - before) / count
+
+
 def memory_per_instance(root: Path, count: int = 1000) -> dict[str, float]:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
@@ -222,12 +244,22 @@ def memory_per_instance(root: Path, count: int = 1000) -> dict[str, float]:
     for kind in ("bare", "ours"):
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
             figures[kind] = pool.submit(rss_per_instance, kind, root, count).result()
+    for with_physics in (False, True):
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            figures[with_physics] = pool.submit(rss_per_twin, with_physics, root, 300).result()
     print(
         f"memory: {figures['ours']:.1f} KB RSS per running FMU in a host, "
         f"{figures['bare']:.1f} KB per bare fmpy FMU2Slave instance ({count} of each, "
         "each set in a fresh process)"
     )
+    print(
+        f"  a pump twin in a host, ring buffers full: {figures[False]:.0f} KB without "
+        f"physics, {figures[True]:.0f} KB with (its FMU, and a series of "
+        f"{HostConfig(root).capacity} samples per expected value and residual)"
+    )
     return {
+        "twin_kb_with_physics": round(figures[True]),
+        "twin_kb_without_physics": round(figures[False]),
         "fmu_kb_per_instance": round(figures["ours"], 1),
         "bare_fmu_kb_per_instance": round(figures["bare"], 1),
     }

@@ -72,6 +72,27 @@ def test_a_sample_gets_expected_values_and_residuals(tmp_path: Path) -> None:
     assert status["running"] and status["fmu"].endswith(".fmu") and status["off"] is None
 
 
+def test_expected_values_and_residuals_reach_the_history_at_their_interval(
+    tmp_path: Path,
+) -> None:
+    from twinforge.runtime.history import open_history_store
+
+    config = HostConfig(tmp_path, physics=(pump_plan(),), physics_history_interval_s=10.0)
+    host = AssetHost(0, config, {"p1": PUMP})
+    host.ingest([sample("p1", 1000.0 + k, **RATED, flowRate=41.0) for k in range(25)])
+    host.checkpoint()  # flushes history
+    store = open_history_store(None, tmp_path)
+    # The measured values every second, what physics derived every 10 s.
+    assert len(store.query("p1", "flowRate")) == 25
+    times = [p.ts.timestamp() for p in store.query("p1", "flowRate.residual")]
+    assert times == [1000.0, 1010.0, 1020.0]
+    assert [p.ts.timestamp() for p in store.query("p1", "pressure.expected")] == times
+    # The live ring buffer holds every sample's.
+    assert len(host.series("p1", "flowRate.residual")["times"]) == 25
+    store.close()
+    host.close()
+
+
 def test_the_fmu_steps_on_source_time_with_inputs_held(tmp_path: Path) -> None:
     host = AssetHost(0, HostConfig(tmp_path, physics=(pump_plan(step_s=0.5),)), {"p1": PUMP})
     host.ingest([sample("p1", 100.0, **RATED)])

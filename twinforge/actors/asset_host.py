@@ -59,6 +59,12 @@ class HostConfig:
     physics: tuple[PhysicsPlan, ...] = ()
     """The FMUs bound to interfaces (the server's plans file, once written, wins: it
     holds the FMU versions swapped in since)."""
+    physics_history_interval_s: float = 10.0
+    """At most one history point per expected value and residual per interval (never
+    more often than ``history_interval_s``); live values, ring buffers and alarms get
+    every sample. They are the FMU's output, which a what-if run recomputes from the
+    recorded inputs; at every second they doubled the history the host writes and cost
+    most of physics' CPU (bench/physics.py)."""
     synchronous: str = "FULL"
 
 
@@ -249,10 +255,12 @@ class AssetHost:
         derive, off = self.physics.derive, None if outcome is None else outcome.physics_off
         derived = [derive(a.twin_id, a.model_id, v, t, off) for a, v, t, _ in stepping]
         changes = None if outcome is None else outcome.alarms
+        config = self.config
+        interval = max(config.history_interval_s, config.physics_history_interval_s)
         for (asset, _, source_time, received_time), values in zip(stepping, derived, strict=True):
             if values:
                 asset.record(values, source_time, received_time, changes)
-                self._due_history(asset, TELEMETRY, values, source_time, history)
+                self._due_history(asset, TELEMETRY, values, source_time, history, interval)
                 if outcome is not None:
                     outcome.derived.append(
                         (asset.twin_id, TELEMETRY, values, source_time, received_time)
@@ -265,11 +273,13 @@ class AssetHost:
         values: dict[str, Any],
         ts: float,
         out: list[HistoryPoint],
+        interval: float | None = None,
     ) -> None:
         due = asset.history_due
         if kind == TELEMETRY and ts < asset.history_next and due.keys() >= values.keys():
             return  # nothing due: most messages, decided without a look at each field
-        interval = self.config.history_interval_s
+        if interval is None:
+            interval = self.config.history_interval_s
         for name, value in values.items():
             if kind == TELEMETRY and ts < due.get(name, 0.0):
                 continue
