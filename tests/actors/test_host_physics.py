@@ -70,6 +70,10 @@ def test_a_sample_gets_expected_values_and_residuals(tmp_path: Path) -> None:
     assert host.series("p1", "pressure.expected")["times"] == [1000.0]
     status = host.physics_status("p1")
     assert status["running"] and status["fmu"].endswith(".fmu") and status["off"] is None
+    # A caller that publishes no live events asks for none back; they are still recorded.
+    quiet = host.ingest([sample("p1", 1001.0, **RATED, flowRate=39.0)], derived=False)
+    assert quiet.derived == () and quiet.applied == 1
+    assert host.snapshot("p1")["last"]["flowRate.residual"]["sourceTime"] == 1001.0
 
 
 def test_expected_values_and_residuals_reach_the_history_at_their_interval(

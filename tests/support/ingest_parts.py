@@ -56,7 +56,7 @@ class LocalHosts:
     def route(self, twin_id: str) -> int | None:
         return self.placement.get(twin_id)
 
-    def send(self, host: int, entries: list[Entry]) -> Future[IngestResult]:
+    def send(self, host: int, entries: list[Entry], derived: bool = True) -> Future[IngestResult]:
         future: Future[IngestResult] = Future()
 
         def run() -> None:
@@ -67,7 +67,7 @@ class LocalHosts:
                     self.fail_next -= 1
                     future.set_exception(ConnectionError("host restarting"))
                     return
-                future.set_result(self.hosts[host].ingest(entries))
+                future.set_result(self.hosts[host].ingest(entries, derived))
 
         threading.Thread(target=run, daemon=True).start()
         return future

@@ -41,6 +41,9 @@ class Asset:
     #: of those (the host keeps history at most once per interval per field).
     history_due: dict[str, float] = field(default_factory=dict)
     history_next: float = 0.0
+    #: Source time from which the next history points of the values physics derives are
+    #: due: all of them at once, a tenth as often as telemetry (HostConfig).
+    derived_history_next: float = 0.0
 
     def apply(
         self,

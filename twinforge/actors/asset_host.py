@@ -118,6 +118,9 @@ class _Outcome:
     skipped: list[int] = field(default_factory=list)
     derived: list[Entry] = field(default_factory=list)
     physics_off: list[PhysicsOff] = field(default_factory=list)
+    #: Whether ``derived`` is wanted: returning them when no one publishes them cost the
+    #: hosts on Ray a few percent of their CPU (bench/physics.py).
+    with_derived: bool = True
 
 
 class AssetHost:
@@ -177,15 +180,15 @@ class AssetHost:
 
     # -- ingest --------------------------------------------------------------------
 
-    def ingest(self, entries: list[Entry]) -> IngestResult:
+    def ingest(self, entries: list[Entry], derived: bool = True) -> IngestResult:
         """Log ``entries`` durably, then apply them; returns how many were applied and the
-        alarm changes they caused.
+        alarm changes they caused, and (if ``derived``) the values physics derived.
 
         Entries for twins this host does not own (deleted meanwhile) are logged and
         skipped. A caller may acknowledge the messages once this returns.
         """
         self._wal.append(entries)
-        outcome = _Outcome()
+        outcome = _Outcome(with_derived=derived)
         if self.physics is not None:
             outcome.physics_off.extend(self.physics.take_unreported())
         applied = self._apply(entries, outcome)
@@ -255,16 +258,23 @@ class AssetHost:
         derive, off = self.physics.derive, None if outcome is None else outcome.physics_off
         derived = [derive(a.twin_id, a.model_id, v, t, off) for a, v, t, _ in stepping]
         changes = None if outcome is None else outcome.alarms
+        returned = None if outcome is None or not outcome.with_derived else outcome.derived
         config = self.config
         interval = max(config.history_interval_s, config.physics_history_interval_s)
         for (asset, _, source_time, received_time), values in zip(stepping, derived, strict=True):
             if values:
                 asset.record(values, source_time, received_time, changes)
-                self._due_history(asset, TELEMETRY, values, source_time, history, interval)
-                if outcome is not None:
-                    outcome.derived.append(
-                        (asset.twin_id, TELEMETRY, values, source_time, received_time)
+                if source_time >= asset.derived_history_next:
+                    # One due time for all of a twin's derived values: a look at each
+                    # field per sample cost more than the points it saved.
+                    asset.derived_history_next = source_time + interval
+                    at = datetime.fromtimestamp(source_time, UTC)
+                    twin = asset.twin_id
+                    history.extend(
+                        HistoryPoint(twin, n, at, v, TELEMETRY) for n, v in values.items()
                     )
+                if returned is not None:
+                    returned.append((asset.twin_id, TELEMETRY, values, source_time, received_time))
 
     def _due_history(
         self,
@@ -273,13 +283,11 @@ class AssetHost:
         values: dict[str, Any],
         ts: float,
         out: list[HistoryPoint],
-        interval: float | None = None,
     ) -> None:
         due = asset.history_due
         if kind == TELEMETRY and ts < asset.history_next and due.keys() >= values.keys():
             return  # nothing due: most messages, decided without a look at each field
-        if interval is None:
-            interval = self.config.history_interval_s
+        interval = self.config.history_interval_s
         for name, value in values.items():
             if kind == TELEMETRY and ts < due.get(name, 0.0):
                 continue

@@ -125,10 +125,11 @@ class AssetFleet:
         """The host of a twin, or None if the twin has none."""
         return self.directory.host_of(twin_id)
 
-    def send(self, host: int, entries: list[Entry]) -> Future[IngestResult]:
+    def send(self, host: int, entries: list[Entry], derived: bool = True) -> Future[IngestResult]:
         """Ingest ``entries`` on ``host``; the future is done once they are durable there,
-        with how many the host applied and the alarms they raised or cleared."""
-        return self._handle(host).ingest.remote(entries).future()
+        with how many the host applied, the alarms they raised or cleared and (if
+        ``derived``) the values physics derived from them."""
+        return self._handle(host).ingest.remote(entries, derived).future()
 
     # -- queries -------------------------------------------------------------------
 

@@ -40,7 +40,8 @@ class Router(Protocol):
 
     def route(self, twin_id: str) -> int | None: ...
 
-    def send(self, host: int, entries: list[Entry]) -> Future[IngestResult]: ...
+    def send(self, host: int, entries: list[Entry], derived: bool = True) -> Future[IngestResult]:
+        """``derived``: whether the result should carry the values physics derived."""
 
 
 @dataclass(slots=True)
@@ -233,7 +234,9 @@ class IngestPipeline:
 
     def _send(self, batch: _Batch) -> None:
         try:
-            sent = self.router.send(batch.host, batch.entries)
+            live = self.live
+            wanted = live is not None and live.wants(EventKind.TELEMETRY)
+            sent = self.router.send(batch.host, batch.entries, wanted)
         except Exception as error:
             self._failed(batch, error)
             return
