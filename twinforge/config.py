@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     history_url: str | None = None
     """Telemetry history store URL. None means the embedded store under ``data_dir``."""
 
+    mlflow_uri: str | None = None
+    """MLflow tracking URI of the model registry (``http(s)://host:port`` for a tracking
+    server, or a database URL). None means embedded SQLite and artifacts under ``data_dir/ml``."""
+
     data_dir: Path = Path(".twinforge")
     """Directory for the embedded services' data, write-ahead logs and caches."""
 

@@ -44,6 +44,8 @@ class Asset:
     #: Source time from which the next history points of the values physics derives are
     #: due: all of them at once, a tenth as often as telemetry (HostConfig).
     derived_history_next: float = 0.0
+    #: The same for the anomaly models' scores.
+    scored_history_next: float = 0.0
 
     def apply(
         self,

@@ -28,6 +28,7 @@ from twinforge.runtime.history import BatchingWriter, HistoryPoint, open_history
 from twinforge.twin_models import PROPERTY, TELEMETRY, ValueKind
 
 if TYPE_CHECKING:
+    from twinforge.actors.models import HostModels
     from twinforge.actors.physics import HostPhysics, PhysicsOff
     from twinforge.physics.asset_physics import PhysicsState
     from twinforge.physics.checks import PhysicsPlan
@@ -65,6 +66,9 @@ class HostConfig:
     every sample. They are the FMU's output, which a what-if run recomputes from the
     recorded inputs; at every second they doubled the history the host writes and cost
     most of physics' CPU (bench/physics.py)."""
+    ml: tuple[tuple[str, str], ...] = ()
+    """The models (name, interface) twins of these interfaces expect: where one is
+    missing or fails, the twins say they are on their threshold rules."""
     synchronous: str = "FULL"
 
 
@@ -147,6 +151,7 @@ class AssetHost:
         self._trim_upto = 0  # the log's batches up to here are in the saved state
         self.restored = 0  # assets whose state came back from a checkpoint at start
         self.physics = self._start_physics()  # before the replay, which steps it
+        self.models = self._start_models()  # so is this: the replay rebuilds alarm state
         self.replayed = self._recover()
         if assets and first_start:
             # Only on a first start: Ray re-runs __init__ with the same arguments after a
@@ -176,6 +181,8 @@ class AssetHost:
             self.assets.pop(twin_id, None)
             if self.physics is not None:
                 self.physics.remove(twin_id)
+            if self.models is not None:
+                self.models.remove(twin_id)
         return len(self.assets)
 
     # -- ingest --------------------------------------------------------------------
@@ -222,6 +229,7 @@ class AssetHost:
         changes = None if outcome is None else outcome.alarms
         physics = self.physics
         stepping: list[tuple[Asset, dict[str, Any], float, float]] = []
+        scoring: list[tuple[Asset, dict[str, Any], float, float]] = []
         for position, (twin_id, kind, values, source_time, received_time) in enumerate(entries):
             asset = self.assets.get(twin_id)
             if asset is None:
@@ -234,6 +242,8 @@ class AssetHost:
                     if outcome is not None:  # a redelivered message: applied, in history
                         outcome.skipped.append(position)
                     continue
+                if self.models is not None:
+                    scoring.append((asset, values, source_time, received_time))
             elif kind == PROPERTY:
                 self._pending_properties.setdefault(twin_id, {}).update(values)
             self._due_history(asset, kind, values, source_time, history)
@@ -241,6 +251,8 @@ class AssetHost:
                 stepping.append((asset, values, source_time, received_time))
         if stepping:
             self._derive(stepping, history, outcome)
+        if scoring:  # after physics: the residuals it derived are features
+            self._score(scoring, history, outcome)
         if history:
             self._history_writer().put_many(history)
         return applied
@@ -257,24 +269,44 @@ class AssetHost:
         assert self.physics is not None
         derive, off = self.physics.derive, None if outcome is None else outcome.physics_off
         derived = [derive(a.twin_id, a.model_id, v, t, off) for a, v, t, _ in stepping]
+        samples = [(a, d, t, r) for (a, _, t, r), d in zip(stepping, derived, strict=True) if d]
+        self._record_derived(samples, "derived_history_next", history, outcome)
+
+    def _score(
+        self,
+        scoring: list[tuple[Asset, dict[str, Any], float, float]],
+        history: list[HistoryPoint],
+        outcome: _Outcome | None,
+    ) -> None:
+        """Score a batch's telemetry with the twins' anomaly models, all at once."""
+        assert self.models is not None
+        changes = None if outcome is None else outcome.alarms
+        scored = self.models.score(scoring, changes)
+        self._record_derived(scored, "scored_history_next", history, outcome)
+
+    def _record_derived(
+        self,
+        samples: list[tuple[Asset, dict[str, Any], float, float]],
+        due: str,
+        history: list[HistoryPoint],
+        outcome: _Outcome | None,
+    ) -> None:
+        """Record values derived from telemetry (by physics or models): live, alarms,
+        history at most once per physics history interval (``due`` names the asset's
+        due time), and returned to the live feed if it wants them."""
         changes = None if outcome is None else outcome.alarms
         returned = None if outcome is None or not outcome.with_derived else outcome.derived
         config = self.config
         interval = max(config.history_interval_s, config.physics_history_interval_s)
-        for (asset, _, source_time, received_time), values in zip(stepping, derived, strict=True):
-            if values:
-                asset.record(values, source_time, received_time, changes)
-                if source_time >= asset.derived_history_next:
-                    # One due time for all of a twin's derived values: a look at each
-                    # field per sample cost more than the points it saved.
-                    asset.derived_history_next = source_time + interval
-                    at = datetime.fromtimestamp(source_time, UTC)
-                    twin = asset.twin_id
-                    history.extend(
-                        HistoryPoint(twin, n, at, v, TELEMETRY) for n, v in values.items()
-                    )
-                if returned is not None:
-                    returned.append((asset.twin_id, TELEMETRY, values, source_time, received_time))
+        for asset, values, source_time, received_time in samples:
+            asset.record(values, source_time, received_time, changes)
+            if source_time >= getattr(asset, due):
+                # One due time for all of a twin's derived values: a look at each field
+                # per sample cost more than the points it saved.
+                setattr(asset, due, source_time + interval)
+                _points(asset.twin_id, values, source_time, TELEMETRY, history)
+            if returned is not None:
+                returned.append((asset.twin_id, TELEMETRY, values, source_time, received_time))
 
     def _due_history(
         self,
@@ -288,19 +320,11 @@ class AssetHost:
         if kind == TELEMETRY and ts < asset.history_next and due.keys() >= values.keys():
             return  # nothing due: most messages, decided without a look at each field
         interval = self.config.history_interval_s
-        for name, value in values.items():
-            if kind == TELEMETRY and ts < due.get(name, 0.0):
-                continue
+        if kind == TELEMETRY:
+            values = {n: v for n, v in values.items() if ts >= due.get(n, 0.0)}
+        for name in values:
             due[name] = ts + interval
-            out.append(
-                HistoryPoint(
-                    asset.twin_id,
-                    name,
-                    datetime.fromtimestamp(ts, UTC),
-                    value,
-                    kind,
-                )
-            )
+        _points(asset.twin_id, values, ts, kind, out)
         asset.history_next = min(due.values(), default=0.0)
 
     # -- durability ----------------------------------------------------------------
@@ -449,6 +473,21 @@ class AssetHost:
             return sorted({plan.interface for plan in plans})
         return self.physics.set_plans(plans)
 
+    def anomaly_of(self, twin_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Per twin hosted here, its anomaly models' last answers (or that rules
+        stand in for a missing model); the others are left out."""
+        models, assets = self.models, self.assets
+        if models is None:
+            return {t: [] for t in twin_ids if t in assets}
+        return {t: models.status(t, assets[t].model_id) for t in twin_ids if t in assets}
+
+    def reload_models(self) -> list[str]:
+        """Load the promoted model versions the server wrote (no restart)."""
+        if self.models is None:
+            self.models = self._start_models(force=True)
+            return [] if self.models is None else self.models.reload()
+        return self.models.reload()
+
     def active_alarms(self, twin_id: str) -> list[Alarm]:
         asset = self.assets.get(twin_id)
         return [] if asset is None else list(asset.alarms.values())
@@ -509,6 +548,15 @@ class AssetHost:
             plans = load_plans(config.data_dir, config.physics)
         return HostPhysics(plans, config.lineage, config.data_dir, self.host_id)
 
+    def _start_models(self, force: bool = False) -> HostModels | None:
+        # Imported only where models are bound: onnxruntime costs a host about 40 MB.
+        from twinforge.actors.models import HostModels, models_dir
+
+        config = self.config
+        if not (force or config.ml or models_dir(config.data_dir).is_dir()):
+            return None
+        return HostModels(config.data_dir, config.ml, config.lineage)
+
     def _history_writer(self) -> BatchingWriter:
         if self._history is None:
             store = open_history_store(self.config.history_url, self.config.data_dir)
@@ -524,6 +572,13 @@ class AssetHost:
 
             self._graph = TwinService(open_graph_store(self.config.graph_url, self.config.data_dir))
         return self._graph
+
+
+def _points(
+    twin_id: str, values: dict[str, Any], ts: float, kind: ValueKind, out: list[HistoryPoint]
+) -> None:
+    at = datetime.fromtimestamp(ts, UTC)
+    out.extend(HistoryPoint(twin_id, name, at, value, kind) for name, value in values.items())
 
 
 def _rss_mb() -> float:
