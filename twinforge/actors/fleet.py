@@ -191,6 +191,18 @@ class AssetFleet:
         answers = ray.get([h.set_physics.remote(plans) for h in self._handles.values()])
         return sorted({interface for changed in answers for interface in changed})
 
+    # -- models --------------------------------------------------------------------
+
+    def anomaly_of(self, twin_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Each twin's anomaly models' last answers, one call per host."""
+        return self._gather("anomaly_of", twin_ids)
+
+    def reload_models(self) -> list[str]:
+        """Have every running host load the promoted model versions now (the caller
+        wrote them under the data dir; hosts started later load them at start)."""
+        answers = ray.get([h.reload_models.remote() for h in self._handles.values()])
+        return sorted({model for changed in answers for model in changed})
+
     def simulate(self, twin_id: str, request: WhatIf) -> WhatIfResult:
         """A what-if run of the twin's FMU from where it stands, in a Ray task: the API
         process and the twin's host only hand over the state."""

@@ -216,6 +216,20 @@ class AnomalyBundle:
         return cls(card, models)
 
 
+def debounced(over: np.ndarray, persistence: int) -> np.ndarray:
+    """The alarm state over a sequence of samples of one twin: raised after
+    ``persistence`` samples in a row over the threshold, cleared after as many under
+    (what the hosts do, sample by sample, for evaluation over a recorded sequence)."""
+    state = np.zeros(len(over), dtype=bool)
+    active, run = False, 0
+    for i, o in enumerate(over):
+        run = run + 1 if bool(o) != active else 0
+        if run >= persistence:
+            active, run = bool(o), 0
+        state[i] = active
+    return state
+
+
 def save_bundle(card: BundleCard, models: dict[str, bytes], directory: Path) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))

@@ -20,6 +20,8 @@ from twinforge.ml.anomaly.detectors import AUTOENCODER, DETECTORS, fit_detector
 from twinforge.ml.anomaly.scoring import DEFAULT_LEVELS, BundleCard, ClusterModel
 from twinforge.ml.anomaly.threshold import ThresholdRule
 
+#: Scaled setting distance beyond a cluster's trained spread still counted as trained.
+RADIUS_MARGIN = 0.02
 #: Rows of the one group of an interface trained without facility/item grouping.
 WHOLE = "*"
 
@@ -136,9 +138,10 @@ def train_anomaly(data: TrainingSet, interface: str, config: TrainingConfig) -> 
             f_lo, f_hi = x.min(axis=0), x.max(axis=0)
             x_scaled = (x - f_lo) / np.where(f_hi > f_lo, f_hi - f_lo, 1.0)
             fitted = fit_detector(config.detector, x_scaled, seed=config.seed, quick=config.quick)
-            radius = (
-                float(np.max(np.linalg.norm(scaled[rows] - centroid, axis=1))) if index else 0.0
-            )
+            # A setting within the cluster's spread (and a little more: engineers adjust
+            # each lot by a degree or two) counts as trained; beyond it, a fallback.
+            spread = np.linalg.norm(scaled[rows] - centroid, axis=1) if index else np.zeros(1)
+            radius = float(spread.max()) * 1.2 + RADIUS_MARGIN
             name = f"cluster-{len(clusters):03d}.onnx"
             models[name] = fitted.onnx
             clusters.append(
