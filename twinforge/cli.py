@@ -1159,3 +1159,174 @@ def _graphql(url: str, key: str, query: str, variables: dict[str, Any]) -> dict[
             typer.echo(f"error: {url} answered HTTP {status} with no data", err=True)
         raise typer.Exit(1)
     return data
+
+
+# -- ml -------------------------------------------------------------------------------
+
+ml_app = typer.Typer(
+    help="The twins' anomaly models: train them from the history store, list, promote and "
+    "roll back their versions in the model registry (MLflow: TWINFORGE_MLFLOW_URI, or "
+    "SQLite under TWINFORGE_DATA_DIR/ml). A promoted version is installed under the data "
+    "dir, where the asset hosts of a server on that data dir load it within seconds.",
+    no_args_is_help=True,
+)
+app.add_typer(ml_app, name="ml")
+
+_MlConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        exists=True,
+        dir_okay=False,
+        help="The model configuration (JSON list of name, interface, detector, features, "
+        "settings). Default: TWINFORGE_ML.",
+    ),
+]
+_MlNameOption = Annotated[
+    str | None, typer.Option("--name", help="Only the models of this name (e.g. anomaly).")
+]
+_MlInterfaceOption = Annotated[
+    str | None, typer.Option("--interface", help="Only the models of this interface DTMI.")
+]
+
+
+@ml_app.command("train")
+def ml_train(
+    config: _MlConfigOption = None,
+    name: _MlNameOption = None,
+    interface: _MlInterfaceOption = None,
+    hours: Annotated[
+        float, typer.Option(min=0.01, help="Train on the last HOURS of history.")
+    ] = 24.0,
+    promote: Annotated[
+        bool, typer.Option("--promote", help="Promote and install each new version.")
+    ] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Fewer training epochs (a smoke test).")
+    ] = False,
+) -> None:
+    """Train each configured model on its twins' history; prints one JSON line per new
+    registry version. Exit 1 if a model could not be trained (the reason on stderr)."""
+    from datetime import UTC, datetime, timedelta
+
+    from twinforge.actors.training import TrainingWindow, promote_version, train_model, twins_of
+    from twinforge.config import get_settings
+    from twinforge.ml.registry import ModelRegistry
+
+    settings = get_settings()
+    bindings = _ml_bindings(config, name, interface)
+    end = datetime.now(UTC)
+    start = end - timedelta(hours=hours)
+    failed = False
+    for binding in bindings:
+        with _graph_service() as service:
+            twins = tuple(twins_of(service, binding.interface))
+        try:
+            version = train_model(
+                binding,
+                TrainingWindow(twins, start, end),
+                history_url=settings.history_url,
+                data_dir=settings.data_dir,
+                mlflow_uri=settings.mlflow_uri,
+                quick=quick,
+            )
+        except ValueError as exc:
+            typer.echo(f"error: {binding.name} of {binding.interface}: {exc}", err=True)
+            failed = True
+            continue
+        if promote:
+            registry = ModelRegistry(settings.mlflow_uri, settings.data_dir)
+            version = promote_version(registry, binding, version.version, settings.data_dir)
+        typer.echo(json.dumps(_version_json(version) | {"promoted": promote}))
+    if failed:
+        raise typer.Exit(1)
+
+
+@ml_app.command("versions")
+def ml_versions(
+    config: _MlConfigOption = None, name: _MlNameOption = None, interface: _MlInterfaceOption = None
+) -> None:
+    """Print every registry version of the configured models, one JSON line each."""
+    registry, bindings = _ml_registry(config, name, interface)
+    from twinforge.ml.registry import model_name
+
+    for binding in bindings:
+        for version in registry.versions(model_name(binding.name, binding.interface)):
+            typer.echo(json.dumps(_version_json(version)))
+
+
+@ml_app.command("promote")
+def ml_promote(
+    version: Annotated[int, typer.Argument(min=1, help="The registry version to promote.")],
+    name: Annotated[str, typer.Option("--name", help="The model name (e.g. anomaly).")],
+    interface: Annotated[str, typer.Option("--interface", help="The interface DTMI.")],
+    config: _MlConfigOption = None,
+) -> None:
+    """Promote a version and install it for the asset hosts."""
+    _ml_promote(config, name, interface, version)
+
+
+@ml_app.command("rollback")
+def ml_rollback(
+    name: Annotated[str, typer.Option("--name", help="The model name (e.g. anomaly).")],
+    interface: Annotated[str, typer.Option("--interface", help="The interface DTMI.")],
+    config: _MlConfigOption = None,
+) -> None:
+    """Promote again the version promoted before the current one, and install it."""
+    _ml_promote(config, name, interface, None)
+
+
+def _ml_promote(config: Path | None, name: str, interface: str, version: int | None) -> None:
+    from twinforge.actors.training import promote_version
+    from twinforge.config import get_settings
+    from twinforge.ml.registry import RegistryError
+
+    registry, [binding] = _ml_registry(config, name, interface)
+    try:
+        promoted = promote_version(registry, binding, version, get_settings().data_dir)
+    except RegistryError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(_version_json(promoted)))
+
+
+def _ml_bindings(config: Path | None, name: str | None, interface: str | None) -> list[Any]:
+    from twinforge.config import get_settings
+    from twinforge.ml.config import load_model_config
+
+    path = config or get_settings().ml
+    if path is None:
+        _fail("--config: no model configuration (give --config or set TWINFORGE_ML)")
+    try:
+        bindings = load_model_config(path)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    chosen = [
+        b
+        for b in bindings
+        if (name is None or b.name == name) and (interface is None or b.interface == interface)
+    ]
+    if not chosen:
+        _fail(f"--name/--interface: no model {name or '*'} of {interface or '*'} in {path}")
+    return chosen
+
+
+def _ml_registry(
+    config: Path | None, name: str | None, interface: str | None
+) -> tuple[Any, list[Any]]:
+    from twinforge.config import get_settings
+    from twinforge.ml.registry import ModelRegistry
+
+    settings = get_settings()
+    bindings = _ml_bindings(config, name, interface)
+    return ModelRegistry(settings.mlflow_uri, settings.data_dir), bindings
+
+
+def _version_json(version: Any) -> dict[str, Any]:
+    return {
+        "name": version.name,
+        "version": version.version,
+        "run": version.run_id,
+        "created": version.created,
+        "champion": version.promoted,
+        "metrics": version.metrics,
+    }

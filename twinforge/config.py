@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     """Physics configuration (JSON list): the FMUs bound to DTDL interfaces, which the
     asset actors step beside the live data (see :mod:`twinforge.physics.config`)."""
 
+    ml: Path | None = None
+    """Model configuration (JSON list): the anomaly models the twins of an interface carry
+    (see :mod:`twinforge.ml.config`); twins whose model is missing say they are on their
+    threshold rules."""
+
     assets_per_host: int = 700
     """Assets hosted per Ray actor process (each process costs about 110 MB; see
     :data:`twinforge.actors.fleet.DEFAULT_ASSETS_PER_HOST`)."""

@@ -97,6 +97,8 @@ class TwinServer(Running):
                 alarm_rules=settings.alarm_rules,
                 assets_per_host=settings.assets_per_host,
                 physics=settings.physics,
+                ml=settings.ml,
+                mlflow_uri=settings.mlflow_uri,
             )
         )
         metrics = self.add(start_metrics(settings.metrics_port)).metrics
@@ -135,6 +137,7 @@ class TwinServer(Running):
             "live": live.bus,
             "assets": fleet.fleet,
             "physics": fleet,
+            "models": fleet.models,
             "commands": commands.service,
             "dead_letters": ingest.dead_letters,
             "audit": audit.trail,

@@ -281,6 +281,8 @@ class AssetHost:
         """Score a batch's telemetry with the twins' anomaly models, all at once."""
         assert self.models is not None
         changes = None if outcome is None else outcome.alarms
+        if outcome is not None:  # not in a replay: that scores with what was loaded
+            self.models.reload_if_changed()
         scored = self.models.score(scoring, changes)
         self._record_derived(scored, "scored_history_next", history, outcome)
 

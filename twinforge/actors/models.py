@@ -12,6 +12,7 @@ left to the threshold alarm rules, and says so: an ``<name>.fallback`` alarm nam
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 #: Severity of the alarm that announces a twin left to its threshold rules.
 FALLBACK_SEVERITY = 1
+#: Seconds between looks at the models directory for versions promoted by another
+#: process (``twinforge ml promote``): a few stat calls each time.
+WATCH_INTERVAL_S = 5.0
 
 
 def models_dir(data_dir: Path) -> Path:
@@ -79,11 +83,35 @@ class HostModels:
         self._lineage = lineage
         self._models: dict[tuple[str, str], _Loaded] = {}
         self._of_model: dict[str, list[_Loaded]] = {}  # model id -> what applies to it
+        self._seen: tuple[tuple[str, int], ...] = ()
+        self._next_look = 0.0
         self.reload()
+
+    def reload_if_changed(self) -> list[str]:
+        """Reload if a version was installed since the last look (at most every
+        :data:`WATCH_INTERVAL_S`)."""
+        now = time.monotonic()
+        if now < self._next_look:
+            return []
+        self._next_look = now + WATCH_INTERVAL_S
+        return self.reload() if self._stamp() != self._seen else []
+
+    def _stamp(self) -> tuple[tuple[str, int], ...]:
+        if not self._dir.is_dir():
+            return ()
+        found = []
+        for name_dir in self._dir.iterdir():
+            if name_dir.is_dir():
+                for path in name_dir.iterdir():
+                    version = path / "VERSION"
+                    mark = version if version.exists() else path
+                    found.append((str(path), mark.stat().st_mtime_ns))
+        return tuple(sorted(found))
 
     def reload(self) -> list[str]:
         """Load what lies in the models directory now; the ``name/interface`` of each
         model whose version changed. Twins keep their alarm state across a reload."""
+        self._seen = self._stamp()
         found: dict[tuple[str, str], _Loaded] = {}
         for name, interface in self._expected:
             found[(name, interface)] = self._load(name, interface)

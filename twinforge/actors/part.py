@@ -12,7 +12,9 @@ from twinforge.actors.alarms import load_alarm_rules
 from twinforge.actors.asset_host import HostConfig
 from twinforge.actors.fleet import AssetFleet
 from twinforge.actors.physics import plans_file, save_plans
+from twinforge.actors.training import ModelService, twins_of
 from twinforge.actors.twin_sync import TwinSync
+from twinforge.ml.config import ModelBinding, load_model_config
 from twinforge.physics.checks import PhysicsPlan
 from twinforge.physics.config import PhysicsBinding, load_physics_config
 from twinforge.physics.library import PhysicsLibrary
@@ -65,6 +67,8 @@ class FleetPart:
     fleet: AssetFleet
     sync: TwinSync
     physics: PhysicsLibrary
+    models: ModelService | None = None
+    """The API's model service (None: no model configuration)."""
     endpoints: dict[str, str] = field(default_factory=dict)
 
     # The API's physics service: reads and what-if runs go to the fleet.
@@ -98,9 +102,13 @@ def start_fleet(
     alarm_rules: Path | None,
     assets_per_host: int,
     physics: Path | list[PhysicsBinding] | None = None,
+    ml: Path | list[ModelBinding] | None = None,
+    mlflow_uri: str | None = None,
 ) -> FleetPart:
-    """Host every twin of the graph, with the alarm rules of ``alarm_rules`` (a JSON file)
-    and the FMUs of ``physics`` (a physics configuration file, or its bindings)."""
+    """Host every twin of the graph, with the alarm rules of ``alarm_rules`` (a JSON file),
+    the FMUs of ``physics`` (a physics configuration file, or its bindings) and the
+    anomaly models of ``ml`` (a model configuration file, or its entries)."""
+    models = load_model_config(ml) if isinstance(ml, Path) else ml or []
     rules = load_alarm_rules(alarm_rules) if alarm_rules else []
     bindings = load_physics_config(physics) if isinstance(physics, Path) else physics or []
     library = PhysicsLibrary(data_dir, bindings, twins.models.interface)
@@ -113,8 +121,9 @@ def start_fleet(
             history_url=history_url,
             graph_url=graph_url,
             alarm_rules=tuple(rules),
-            lineage=_lineages(twins) if rules or plans else {},
+            lineage=_lineages(twins) if rules or plans or models else {},
             physics=plans,
+            ml=tuple((m.name, m.interface) for m in models),
         ),
         assets_per_host=assets_per_host,
     )
@@ -123,7 +132,17 @@ def start_fleet(
     except BaseException:
         fleet.close()
         raise
-    return FleetPart(fleet, sync, library)
+    service = None
+    if models:
+        service = ModelService(
+            fleet,
+            lambda interface: twins_of(twins, interface),
+            models,
+            data_dir=data_dir,
+            history_url=history_url,
+            mlflow_uri=mlflow_uri,
+        )
+    return FleetPart(fleet, sync, library, service)
 
 
 def _lineages(twins: TwinService) -> dict[str, tuple[str, ...]]:

@@ -15,6 +15,7 @@ from twinforge.auth.authenticator import NO_CREDENTIALS, Authenticator
 from twinforge.auth.devices import DeviceStore
 from twinforge.auth.tokens import TokenIssuer
 from twinforge.errors import ClientError
+from twinforge.graphql.anomaly import ModelService
 from twinforge.graphql.dtdl_types import SchemaTypes
 from twinforge.graphql.errors import RateLimited, Unauthenticated
 from twinforge.graphql.loaders import LiveAssets, Loaders
@@ -50,6 +51,7 @@ class ApiServices:
     #: Where mutations record who did what; None: a bare API (tests) records nothing.
     audit: AuditTrail | None = None
     physics: PhysicsService | None = None
+    models: ModelService | None = None
 
 
 class ApiContext(BaseContext):
@@ -70,7 +72,7 @@ class ApiContext(BaseContext):
         self._refused: ClientError | None = None
         #: The HTTP request or the WebSocket this context serves (its client address).
         self.connection: HTTPConnection | None = None
-        self.loaders = Loaders(services.twins, services.assets, services.physics)
+        self.loaders = Loaders(services.twins, services.assets, services.physics, services.models)
 
     def refreshed_types(self) -> SchemaTypes:
         """Rebuild the schema now (this request changed the models) and return its types."""

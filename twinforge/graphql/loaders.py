@@ -35,6 +35,12 @@ class PhysicsStatus(Protocol):
     def physics_of(self, twin_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]: ...
 
 
+class AnomalyStatus(Protocol):
+    """The twins' anomaly models, read in batches (the model service implements it)."""
+
+    def anomaly_of(self, twin_ids: list[str]) -> dict[str, list[dict[str, Any]]]: ...
+
+
 class Loaders:
     """One set per request, so cached values never outlive the request that read them.
     Each loader is made on first use, and its batch function holds the services, not
@@ -46,10 +52,12 @@ class Loaders:
         twins: TwinService,
         assets: LiveAssets | None,
         physics: PhysicsStatus | None = None,
+        models: AnomalyStatus | None = None,
     ) -> None:
         self._twins = twins
         self._assets = assets
         self._physics = physics
+        self._models = models
 
     @cached_property
     def twin(self) -> DataLoader[str, dict[str, Any] | None]:
@@ -78,6 +86,10 @@ class Loaders:
     @cached_property
     def physics(self) -> DataLoader[str, dict[str, Any] | None]:
         return DataLoader(load_fn=partial(_load_physics, self._physics))
+
+    @cached_property
+    def anomaly(self) -> DataLoader[str, list[dict[str, Any]]]:
+        return DataLoader(load_fn=partial(_load_anomaly, self._models))
 
     def remember(self, documents: Sequence[dict[str, Any]]) -> None:
         """Prime the twin loader with documents a list query already returned."""
@@ -121,6 +133,13 @@ async def _load_physics(
         return [None] * len(ids)
     found = await asyncio.to_thread(physics.physics_of, ids)
     return [found.get(twin_id) for twin_id in ids]
+
+
+async def _load_anomaly(models: AnomalyStatus | None, ids: list[str]) -> list[list[dict[str, Any]]]:
+    if models is None:
+        return [[] for _ in ids]
+    found = await asyncio.to_thread(models.anomaly_of, ids)
+    return [found.get(twin_id, []) for twin_id in ids]
 
 
 async def _load_series(

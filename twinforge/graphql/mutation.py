@@ -13,6 +13,8 @@ from strawberry.scalars import JSON
 from twinforge.auth.devices import DeviceStore
 from twinforge.auth.durations import parse_duration
 from twinforge.auth.roles import parse_roles
+from twinforge.graphql import anomaly
+from twinforge.graphql.anomaly import ModelVersionInfo
 from twinforge.graphql.errors import BadInput, Forbidden, NotFoundError
 from twinforge.graphql.permissions import Admin, Engineer, Operator
 from twinforge.graphql.physics import BoundFmu, PhysicsService, WhatIfRun, bind, run_what_if
@@ -201,6 +203,52 @@ class Mutation:
         bound = await bind(_physics(info), interface, fmu, binding)
         await _audit(info, "physics.bind", f"model:{interface}", {"sha256": bound.sha256})
         return bound
+
+    # -- models ---------------------------------------------------------------------
+
+    @strawberry.mutation(
+        permission_classes=[Engineer],
+        description="Train a model (name, interface: an entry of the model configuration) "
+        "on the last `hours` of its twins' history, in a Ray task; logged to the registry "
+        "as a new version, promoted (and loaded by the running hosts) if `promote`.",
+    )
+    async def train_model(
+        self,
+        info: strawberry.Info,
+        name: str,
+        interface: str,
+        hours: float = 24.0,
+        promote: bool = False,
+    ) -> ModelVersionInfo:
+        service = anomaly.service_of(info)
+        version = await anomaly.call(service.train, name, interface, anomaly.check_hours(hours))
+        await _audit(info, "ml.train", f"model:{version.name}", {"version": version.version})
+        if promote:
+            version = await anomaly.call(service.promote, name, interface, version.version)
+            await _audit(info, "ml.promote", f"model:{version.name}", {"version": version.version})
+        return ModelVersionInfo.of(version)
+
+    @strawberry.mutation(
+        permission_classes=[Engineer],
+        description="Promote a registry version; the running hosts load it without a restart.",
+    )
+    async def promote_model(
+        self, info: strawberry.Info, name: str, interface: str, version: int
+    ) -> ModelVersionInfo:
+        promoted = await anomaly.call(anomaly.service_of(info).promote, name, interface, version)
+        await _audit(info, "ml.promote", f"model:{promoted.name}", {"version": version})
+        return ModelVersionInfo.of(promoted)
+
+    @strawberry.mutation(
+        permission_classes=[Engineer],
+        description="Promote again the version promoted before the current one.",
+    )
+    async def rollback_model(
+        self, info: strawberry.Info, name: str, interface: str
+    ) -> ModelVersionInfo:
+        promoted = await anomaly.call(anomaly.service_of(info).promote, name, interface, None)
+        await _audit(info, "ml.rollback", f"model:{promoted.name}", {"version": promoted.version})
+        return ModelVersionInfo.of(promoted)
 
     # -- access ---------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ import strawberry
 from strawberry.scalars import JSON
 
 from twinforge.auth.api_keys import ApiKeyInfo
+from twinforge.graphql import anomaly
+from twinforge.graphql.anomaly import ModelVersionInfo
 from twinforge.graphql.errors import BadInput
 from twinforge.graphql.pagination import Connection, connection, decode_cursor, page_size
 from twinforge.graphql.permissions import Admin, Engineer, Operator, Viewer
@@ -57,6 +59,16 @@ class TraversalInput:
 
 @strawberry.type
 class Query:
+    @strawberry.field(
+        permission_classes=[Viewer],
+        description="The registry versions of a configured model, oldest first.",
+    )
+    async def model_versions(
+        self, info: strawberry.Info, name: str, interface: str
+    ) -> list[ModelVersionInfo]:
+        versions = await anomaly.call(anomaly.service_of(info).versions, name, interface)
+        return [ModelVersionInfo.of(v) for v in versions]
+
     @strawberry.field(permission_classes=[Viewer])
     async def twin(self, info: strawberry.Info, id: str) -> TwinNode | None:
         return await load_twin(info, id)

@@ -20,6 +20,7 @@ from twinforge.runtime.commands import AuditEntry, CommandRecord, CommandStatus
 from twinforge.runtime.twin_service import StoredModel
 
 if TYPE_CHECKING:
+    from twinforge.graphql.anomaly import TwinAnomaly
     from twinforge.graphql.physics import TwinPhysics
 
 #: Relationships sort by source, then id: this separator sorts below any id character.
@@ -159,6 +160,17 @@ class TwinNode:
         from twinforge.graphql.physics import twin_physics  # it imports this module
 
         return await twin_physics(info, self.doc["$dtId"])
+
+    @strawberry.field(
+        description="Its anomaly models' last answers (score, threshold, level, cluster, "
+        "the fields that contributed most), or that rules stand in for a missing model."
+    )
+    async def anomaly(
+        self, info: strawberry.Info
+    ) -> list[Annotated[TwinAnomaly, strawberry.lazy("twinforge.graphql.anomaly")]]:
+        from twinforge.graphql.anomaly import twin_anomaly  # it imports this module
+
+        return await twin_anomaly(info, self.doc["$dtId"])
 
     @strawberry.field(description="Newest samples of one telemetry field, oldest first.")
     async def telemetry(
