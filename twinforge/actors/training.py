@@ -116,7 +116,8 @@ def train_model(
             "train_samples": float(report.train_rows),
             "clusters": float(len(report.card.clusters)),
             "train_seconds": report.seconds,
-            **{f"threshold.{c.key}": c.threshold for c in report.card.clusters},
+            # Named by model file: cluster keys hold characters MLflow refuses.
+            **{f"threshold.{c.model_file[:-5]}": c.threshold for c in report.card.clusters},
         }
         return registry.log(
             model_name(binding.name, binding.interface),
