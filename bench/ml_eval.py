@@ -41,17 +41,19 @@ from physics import host_cpu_s, plans, send
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
 from twinforge.actors.asset_host import HostConfig
-from twinforge.actors.models import interface_dir_name, models_dir
+from twinforge.actors.training import TrainingWindow, promote_version, train_model
 from twinforge.ml.anomaly.detectors import DETECTORS, ISOLATION_FOREST
-from twinforge.ml.anomaly.scoring import AnomalyBundle, debounced, save_bundle
+from twinforge.ml.anomaly.scoring import AnomalyBundle, debounced
 from twinforge.ml.anomaly.threshold import ThresholdRule
 from twinforge.ml.anomaly.training import WHOLE, TrainingConfig, TrainingSet, train_anomaly
+from twinforge.ml.config import load_model_config
+from twinforge.ml.registry import ModelRegistry
+from twinforge.sim.factory import ML
 from twinforge.sim.layout import load_factory_models, sample_plant
 from twinforge.sim.machines import HEATER_FAILURE, OVERHEATING, PlantPhysics
 from twinforge.sim.molding_lots import MOLDING_FAULTS, MoldingRecords, simulate_lots
-from twinforge.twin_models import Telemetry, parse_models
+from twinforge.twin_models import parse_models
 
-EQUIPMENT = "dtmi:com:twinforge:factory:Equipment;1"
 RULES = [
     ThresholdRule(quantile=q, cv_weight=w) for q, w in itertools.product((0.999, 1.0), (0, 0.25, 1))
 ]
@@ -209,43 +211,30 @@ def anomaly(quick: bool) -> dict[str, float]:
 # -- scoring in the hosts -------------------------------------------------------------
 
 
-def plant_bundles(root: Path, layout, quick: bool) -> tuple[tuple[tuple[str, str], ...], float]:
-    """An anomaly model per equipment interface on its telemetry and a power model
-    (IsolationForest, the energy practice) on every machine, trained on a simulated
-    hour of the plant (a seed of its own), installed as promoted versions."""
-    models = parse_models(load_factory_models())
-    physics = PlantPhysics(layout, seed=21)
-    ticks = [physics.step(1.0) for _ in range(300 if quick else 900)]
-    by_model: dict[str, list[dict[str, float]]] = {}
-    for tick in ticks:
-        for twin, values in tick.items():
-            by_model.setdefault(layout.twin(twin).model, []).append(values)
-    expected = []
-    seconds = 0.0
-    power: list[list[float]] = []
-    for model_id, rows in by_model.items():
-        fields = tuple(
-            n
-            for n, c in models.interface(model_id).contents.items()
-            if isinstance(c, Telemetry) and all(n in r for r in rows)
+def train_plant_models(fleet, twins: dict[str, str], lineage, data_dir: Path, quick: bool) -> float:
+    """The sample factory's models (its model configuration), trained from the history
+    the fleet's hosts wrote during the warm-up, promoted and loaded by the hosts: the
+    server's own path. Returns the training seconds."""
+    registry = ModelRegistry(None, data_dir)
+    started = time.perf_counter()
+    for binding in load_model_config(ML):
+        chosen = tuple(t for t, m in twins.items() if binding.interface in lineage[m])
+        version = train_model(
+            binding,
+            TrainingWindow(chosen),
+            history_url=None,
+            data_dir=data_dir,
+            mlflow_uri=None,
+            quick=quick,
         )
-        x = np.array([[r[f] for f in fields] for r in rows])
-        power.extend([r["powerKw"]] for r in rows if "powerKw" in r)
-        config = TrainingConfig(detector="autoencoder", quick=True, min_samples=50)
-        seconds += install(root, "anomaly", model_id, fields, x, config)
-        expected.append(("anomaly", model_id))
-    config = TrainingConfig(detector=ISOLATION_FOREST, min_samples=50)
-    seconds += install(root, "energy", EQUIPMENT, ("powerKw",), np.array(power[:5000]), config)
-    expected.append(("energy", EQUIPMENT))
-    return tuple(expected), seconds
-
-
-def install(root: Path, name: str, interface: str, fields, x: np.ndarray, config) -> float:
-    n = len(x)
-    data = TrainingSet(x, fields, (), np.full(n, WHOLE), np.zeros(n), np.zeros(n))
-    report = train_anomaly(data, interface, config)
-    save_bundle(report.card, report.models, models_dir(root) / name / interface_dir_name(interface))
-    return report.seconds
+        promote_version(registry, binding, version.version, data_dir)
+        print(
+            f"  trained {binding.name} of {binding.interface.split(':')[-1]} ({binding.detector}) "
+            f"on {int(version.metrics['train_samples'])} samples of {len(chosen)} twins"
+        )
+    seconds = time.perf_counter() - started
+    fleet.reload_models()
+    return seconds
 
 
 def lineage_of(layout) -> dict[str, tuple[str, ...]]:
@@ -267,10 +256,10 @@ def scoring_on_ray(root: Path, quick: bool) -> dict[str, float]:
     layout = sample_plant(1000, seed=5)
     twins = {t.id: t.model for t in layout.equipment()}
     lineage = lineage_of(layout)
-    expected, train_s = plant_bundles(root / "ray-with", layout, quick)
-    seconds = 20 if quick else 60
+    expected = tuple((b.name, b.interface) for b in load_model_config(ML))
+    warm_up, seconds = (120, 20) if quick else (300, 60)
     physics = PlantPhysics(layout, seed=9)
-    ticks = [physics.step(1.0) for _ in range(seconds + 1)]
+    ticks = [physics.step(1.0) for _ in range(warm_up + seconds + 1)]
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         fleets = {}
@@ -279,14 +268,18 @@ def scoring_on_ray(root: Path, quick: bool) -> dict[str, float]:
             fleets[label] = AssetFleet(HostConfig(root / f"ray-{label}", lineage=lineage, ml=ml))
             fleets[label].add(twins)
             fleets[label].set_physics(tuple(plans().values()))  # residuals are features
+        for k in range(warm_up + 1):  # history to train on, as fast as the hosts take it
+            for fleet in fleets.values():
+                send(fleet, ticks[k], k)
         for fleet in fleets.values():
-            send(fleet, ticks[0], 0)
+            fleet.checkpoint()
+        train_s = train_plant_models(fleets["with"], twins, lineage, root / "ray-with", quick)
         before = {label: host_cpu_s(fleet) for label, fleet in fleets.items()}
         start = time.monotonic()
-        for k in range(1, seconds + 1):  # 1 Hz per asset, paced in real time
+        for k in range(warm_up + 1, warm_up + seconds + 1):  # 1 Hz per asset, real time
             for label in ("without", "with") if k % 2 else ("with", "without"):
                 send(fleets[label], ticks[k], k)
-            time.sleep(max(0.0, start + k - time.monotonic()))
+            time.sleep(max(0.0, start + (k - warm_up) - time.monotonic()))
         cpu = {label: host_cpu_s(fleet) - before[label] for label, fleet in fleets.items()}
         stats = {label: fleet.stats() for label, fleet in fleets.items()}
         sample = fleets["with"].anomaly_of(list(twins)[:200])
@@ -294,7 +287,7 @@ def scoring_on_ray(root: Path, quick: bool) -> dict[str, float]:
             fleet.close()
     finally:
         ray.shutdown()
-    sent = len(twins) * (seconds + 1)
+    sent = len(twins) * (warm_up + seconds + 1)
     lost = {label: sent - sum(s["messages"] for s in st) for label, st in stats.items()}
     scored = sum(1 for answers in sample.values() for a in answers if a["score"] is not None)
     overhead = cpu["with"] / cpu["without"] - 1
@@ -302,7 +295,7 @@ def scoring_on_ray(root: Path, quick: bool) -> dict[str, float]:
     mb_per_asset = (rss["with"] - rss["without"]) / len(twins)
     print(
         f"hosts on Ray, {len(twins)} assets at 1 Hz for {seconds} s, physics on in both, "
-        f"{len(expected)} models ({scored} scores among the first 200 twins' models): "
+        f"{len(expected)} models ({scored} scored models among the first 200 twins'): "
         f"{cpu['without']:.1f} CPU s without models, {cpu['with']:.1f} with (+{overhead:.1%}); "
         f"lost {lost}; RSS {rss['without']:.0f} MB without, {rss['with']:.0f} MB with "
         f"({mb_per_asset:.3f} MB per asset)"

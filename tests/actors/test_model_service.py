@@ -54,7 +54,7 @@ def test_train_promote_rollback_reach_the_running_hosts(make_fleet, tmp_path, mo
         fleet, lambda _: TWINS, [BINDING], data_dir=data_dir, history_url=None, mlflow_uri=None
     )
     first = service.train("anomaly", PUMP, hours=1.0, quick=True)
-    assert first.version == 1 and first.metrics["train_samples"] == 360
+    assert first.version == 1 and first.metrics["train_samples"] == 360  # 120 s of 3 twins
     assert first.data_window["twins"] == list(TWINS)
     service.promote("anomaly", PUMP, first.version)
     feed(fleet, 1, time.time())

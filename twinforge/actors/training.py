@@ -52,30 +52,28 @@ def twins_of(twins: TwinService, interface: str) -> list[str]:
 def history_training_set(
     store: HistoryStore, binding: ModelBinding, window: TrainingWindow
 ) -> TrainingSet:
-    """One row per twin and source time at which every feature has a history point (the
-    residuals physics derives are kept every 10 s, so rows come at that pace). No lot
-    records come with history: every row trains, in one group per interface."""
-    rows: list[list[float]] = []
+    """One row per twin and telemetry point of the first feature, each other feature at
+    its newest point at most :data:`MAX_AGE_S` older: the residuals physics derives are
+    kept every 10 s, the telemetry every second. No lot records come with history: every
+    row trains, in one group per interface."""
+    rows: list[np.ndarray] = []
     twins: list[str] = []
     for twin_id in window.twin_ids:
-        columns: list[dict[float, float]] = []
-        for feature in binding.features:
-            points = store.query(twin_id, feature, start=window.start, end=window.end, limit=None)
-            columns.append(
-                {
-                    p.ts.timestamp(): float(p.value)
-                    for p in points
-                    if isinstance(p.value, int | float) and not isinstance(p.value, bool)
-                }
-            )
-        common = set(columns[0]).intersection(*columns[1:])
-        for ts in sorted(common):
-            row = [column[ts] for column in columns]
-            if all(np.isfinite(row)):
-                rows.append(row)
-                twins.append(twin_id)
-    n = len(rows)
-    features = np.asarray(rows, dtype=float).reshape(n, len(binding.features))
+        columns = [_column(store, twin_id, f, window) for f in binding.features]
+        times = columns[0][0]
+        row = np.empty((len(times), len(columns)))
+        keep = np.ones(len(times), dtype=bool)
+        for k, (at, values) in enumerate(columns):
+            index = np.searchsorted(at, times, side="right") - 1
+            found = index >= 0
+            index = np.maximum(index, 0)
+            fresh = found & (times - at[index] <= MAX_AGE_S) if len(at) else found & False
+            keep &= fresh
+            row[:, k] = values[index] if len(at) else np.nan
+        rows.append(row[keep])
+        twins.extend([twin_id] * int(keep.sum()))
+    features = np.vstack(rows) if rows else np.zeros((0, len(binding.features)))
+    n = len(features)
     return TrainingSet(
         features,
         binding.features,
@@ -84,6 +82,25 @@ def history_training_set(
         np.asarray(twins, dtype=object),
         np.asarray(twins, dtype=object),
     )
+
+
+#: The oldest a feature's point may be, against a row's time, to count for that row.
+MAX_AGE_S = 15.0
+
+
+def _column(
+    store: HistoryStore, twin_id: str, feature: str, window: TrainingWindow
+) -> tuple[np.ndarray, np.ndarray]:
+    """A feature's numeric points: times and values, oldest first."""
+    points = store.query(twin_id, feature, start=window.start, end=window.end, limit=None)
+    numeric = [
+        (p.ts.timestamp(), float(p.value))
+        for p in points
+        if isinstance(p.value, int | float) and not isinstance(p.value, bool)
+    ]
+    numeric = [(t, v) for t, v in numeric if np.isfinite(v)]
+    at = np.array([t for t, _ in numeric])
+    return at, np.array([v for _, v in numeric])
 
 
 def train_model(
@@ -211,7 +228,8 @@ class ModelService:
 
         binding = self.binding(name, interface)
         end = datetime.now(UTC)
-        window = TrainingWindow(tuple(self._twins_of(interface)), end - timedelta(hours=hours), end)
+        # No end: a plant clock ahead of this one (the demo's runs faster) still counts.
+        window = TrainingWindow(tuple(self._twins_of(interface)), end - timedelta(hours=hours))
         task = train_task.remote(
             binding,
             window,

@@ -1,6 +1,7 @@
 """The sample factory, shipped as package data: its DTDL models (an ISA-95 hierarchy and
 equipment types, DTDL v3), the alarm rules and the safety policy the demo runs with, and
-its physics: which of twinforge's FMUs runs beside the twins of each equipment type."""
+its physics: which of twinforge's FMUs runs beside the twins of each equipment type, and
+the anomaly models they carry."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ ALARM_RULES = FACTORY_DIR / "alarm_rules.json"
 SAFETY_POLICY = FACTORY_DIR / "safety_policy.json"
 #: The bindings, with ``fmu`` naming one of :data:`twinforge.sim.fmus.FMU_NAMES`.
 PHYSICS = FACTORY_DIR / "physics.json"
+#: The anomaly models its twins carry (see :mod:`twinforge.ml.config`).
+ML = FACTORY_DIR / "ml.json"
 
 __all__ = [
     "ALARM_RULES",
     "FACTORY_DIR",
+    "ML",
     "MODELS_DIR",
     "PHYSICS",
     "SAFETY_POLICY",
