@@ -311,10 +311,16 @@ def scoring_on_ray(root: Path, quick: bool) -> dict[str, float]:
 # -- main -----------------------------------------------------------------------------
 
 
-def helper_figures(module: str, function: str, quick: bool) -> dict[str, float]:
+def helper_figures(module: str, function: str, quick: bool, data: tuple[str, str]) -> dict:
     """RUL and forecasts in a process of their own: torch's threads and memory stay out
-    of the host measurements."""
-    code = f"import json; from {module} import {function}; print(json.dumps({function}(quick={quick})))"
+    of the host measurements. ``data`` is the argument that makes their simulated data
+    and the ``module:function`` it names (twinforge.ml does not import the plant)."""
+    argument, source = data
+    where, maker = source.split(":")
+    code = (
+        f"import json; from {module} import {function}; from {where} import {maker}; "
+        f"print(json.dumps({function}(quick={quick}, {argument}={maker})))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -326,9 +332,19 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="twinforge-bench-ml-"))
     figures: dict[str, float] = {}
     figures |= anomaly(args.quick)
-    rul = helper_figures("twinforge.ml.rul_training", "evaluate_rul", args.quick)
+    rul = helper_figures(
+        "twinforge.ml.rul_training",
+        "evaluate_rul",
+        args.quick,
+        ("source", "twinforge.sim.run_to_failure:run_to_failure"),
+    )
     print(f"RUL: {rul}")
-    forecast = helper_figures("twinforge.ml.forecast_training", "evaluate_forecast", args.quick)
+    forecast = helper_figures(
+        "twinforge.ml.forecast_training",
+        "evaluate_forecast",
+        args.quick,
+        ("scenario", "twinforge.sim.energy:forecast_scenario"),
+    )
     print(f"power forecast: {forecast}")
     figures |= scoring_on_ray(root, args.quick)
     train_s = (

@@ -32,7 +32,8 @@ app = typer.Typer(
         "GraphQL API. demo: the sample factory, everything embedded. keys: API keys. "
         "tokens: JWTs. "
         "devices: MQTT credentials of plant devices. audit: verify and show the audit trail. "
-        "physics: build, check and what-if FMUs."
+        "physics: build, check and what-if FMUs. ml: train and promote the twins' anomaly "
+        "models."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -1164,8 +1165,9 @@ def _graphql(url: str, key: str, query: str, variables: dict[str, Any]) -> dict[
 # -- ml -------------------------------------------------------------------------------
 
 ml_app = typer.Typer(
-    help="The twins' anomaly models: train them from the history store, list, promote and "
-    "roll back their versions in the model registry (MLflow: TWINFORGE_MLFLOW_URI, or "
+    help="The twins' anomaly models: train, list, promote and roll back versions.\n\n"
+    "train trains them from the history store; versions live in the model registry (MLflow: "
+    "TWINFORGE_MLFLOW_URI, or "
     "SQLite under TWINFORGE_DATA_DIR/ml). A promoted version is installed under the data "
     "dir, where the asset hosts of a server on that data dir load it within seconds.",
     no_args_is_help=True,

@@ -24,10 +24,9 @@ def report():
     n = 1500
     a = rng.normal(10.0, 0.5, n)
     features = np.column_stack([a, 2 * a + rng.normal(0, 0.2, n)])
-    data = TrainingSet(
-        features, ("flow", "power"), (), np.full(n, WHOLE), np.zeros(n), np.zeros(n)
-    )
-    config = TrainingConfig(detector="autoencoder", min_samples=100)
+    data = TrainingSet(features, ("flow", "power"), (), np.full(n, WHOLE), np.zeros(n), np.zeros(n))
+    # Every sample scored (interval 0): the tests count samples to the alarm.
+    config = TrainingConfig(detector="autoencoder", min_samples=100, interval_s=0.0)
     return train_anomaly(data, PUMP, config)
 
 
@@ -132,3 +131,18 @@ def test_scores_survive_a_restart_through_the_log(tmp_path, report):
     again = AssetHost(0, config)
     assert [a.name for a in again.active_alarms("p1")] == ["anomaly"]
     again.close()
+
+
+def test_a_twin_is_scored_once_per_window(tmp_path, report):
+    from dataclasses import replace
+
+    card = replace(report.card, interval_s=10.0)
+    target = models_dir(tmp_path) / "anomaly" / interface_dir_name(PUMP)
+    save_bundle(card, report.models, target)
+    host = AssetHost(0, HostConfig(tmp_path, ml=EXPECTED), {"p1": PUMP})
+    times = []
+    for ts in range(30):
+        host.ingest([sample(float(ts), 10.0, 20.0)])
+        times.append(host.anomaly_of(["p1"])["p1"][0]["time"])
+    assert sorted(set(times)) == [0.0, 10.0, 20.0]
+    host.close()

@@ -95,7 +95,7 @@ def test_too_little_history_is_a_clear_error(make_fleet):
         history_url=None,
         mlflow_uri=None,
     )
-    with pytest.raises(ValueError, match="window: 15 samples .* at least 200"):
+    with pytest.raises(ValueError, match=r"window: 15 samples .* at least 200"):
         service.train("anomaly", PUMP, hours=1.0, quick=True)
     with pytest.raises(LookupError, match="no model energy of"):
         service.train("energy", PUMP, hours=1.0)

@@ -53,9 +53,12 @@ class _Watch:
     cluster: str = ""
     fallback: bool = False
     top_fields: tuple[str, ...] = ()
-    time: float = 0.0
+    time: float | None = None
+    """Source time of the last score (None: never scored)."""
     run: int = 0
-    """Samples in a row on the other side of the threshold from the alarm's state."""
+    """Scores in a row on the other side of the threshold from the alarm's state."""
+    due: float = 0.0
+    """Source time from which the next sample is scored."""
 
 
 @dataclass(slots=True)
@@ -178,8 +181,14 @@ class HostModels:
                 if loaded.bundle is None:
                     self._announce(loaded, asset, source_time, changes)
                     continue
+                watch = loaded.watches.get(asset.twin_id)
+                if watch is None:
+                    watch = loaded.watches[asset.twin_id] = _Watch()
+                elif source_time < watch.due:
+                    continue  # scored once per window, not every sample
                 row = _features(loaded.bundle.features, values, asset)
                 if row is not None:
+                    watch.due = source_time + loaded.bundle.card.interval_s
                     entry = batches.setdefault(id(loaded), (loaded, [], []))
                     entry[1].append(position)
                     entry[2].append(row)
@@ -203,9 +212,7 @@ class HostModels:
             for i, position in enumerate(positions):
                 asset, _, source_time, _ = samples[position]
                 self._settle(loaded.name, asset, changes)
-                watch = loaded.watches.get(asset.twin_id)
-                if watch is None:
-                    watch = loaded.watches[asset.twin_id] = _Watch()
+                watch = loaded.watches[asset.twin_id]
                 level, severity = scores.level(i, levels)
                 watch.score, watch.threshold = float(scores.score[i]), float(scores.threshold[i])
                 watch.level, watch.cluster = level, scores.cluster[i]
@@ -292,6 +299,8 @@ class HostModels:
         out = []
         for loaded in self._applying(model_id):
             watch = loaded.watches.get(twin_id)
+            if watch is not None and watch.time is None:
+                watch = None  # seen, never scored (its features incomplete or not numbers)
             out.append(
                 {
                     "name": loaded.name,

@@ -41,6 +41,8 @@ class ModelBinding(BaseModel):
     settings: tuple[Name, ...] = ()
     min_samples: int = Field(default=500, ge=10)
     persistence: int = Field(default=3, ge=1, le=100)
+    interval_s: float = Field(default=10.0, ge=0.0, le=3600.0)
+    """Each twin is scored once per window of this many seconds (0: every sample)."""
     quantile: float = Field(default=1.0, ge=0.5, le=1.0)
     cv_weight: float = Field(default=0.0, ge=0.0)
     margin: float = 0.0
@@ -63,6 +65,7 @@ class ModelBinding(BaseModel):
             min_samples=self.min_samples,
             rule=rule,
             persistence=self.persistence,
+            interval_s=self.interval_s,
             seed=seed,
             quick=quick,
         )

@@ -133,7 +133,7 @@ def _split_origins(n: int, rng: np.random.Generator, count: int) -> tuple[np.nda
     return np.sort(fit), np.arange(split, last + 1, EVAL_STRIDE)
 
 
-class _Lstm(nn.Module):
+class PowerLstm(nn.Module):
     """A bidirectional LSTM over the 24 hours forecast, one step per hour (its four slots'
     inputs side by side, four outputs): every input is known in advance (lags, calendar),
     so both directions see the whole day, and 24 steps train four times faster than 96."""
@@ -185,7 +185,7 @@ def _train_gbm(fit: _Samples, val: _Samples, s: _Settings, seed: int) -> lgb.Boo
     )
 
 
-def _train_lstm(fit: _Samples, val: _Samples, s: _Settings, seed: int) -> _Lstm:
+def _train_lstm(fit: _Samples, val: _Samples, s: _Settings, seed: int) -> PowerLstm:
     torch.manual_seed(seed)
     x, y, w = (
         torch.from_numpy(lstm_inputs(fit.features.table)),
@@ -195,8 +195,10 @@ def _train_lstm(fit: _Samples, val: _Samples, s: _Settings, seed: int) -> _Lstm:
     vx = torch.from_numpy(lstm_inputs(val.features.table))
     vy = torch.from_numpy(val.target.astype(np.float32))
     vw = torch.from_numpy(val.weight.astype(np.float32))
-    net = _Lstm(x.shape[-1], s.hidden)
+    net = PowerLstm(x.shape[-1], s.hidden)
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    steps = s.epochs * -(-len(x) // s.batch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=5e-3, total_steps=steps)
     best, best_state = float("inf"), None
     generator = torch.Generator().manual_seed(seed)
     for _ in range(s.epochs):
@@ -207,6 +209,7 @@ def _train_lstm(fit: _Samples, val: _Samples, s: _Settings, seed: int) -> _Lstm:
             loss = err.sum() / w[batch].sum()
             loss.backward()
             optimizer.step()
+            schedule.step()
         net.eval()
         with torch.no_grad():
             score = float(((net(vx) - vy).abs() * vw).sum() / vw.sum())

@@ -73,8 +73,12 @@ class BundleCard:
     setting_max: tuple[float, ...]
     clusters: tuple[ClusterModel, ...]
     levels: tuple[tuple[float, str, int], ...] = DEFAULT_LEVELS
+    interval_s: float = 10.0
+    """A twin's samples are scored once per window of this many seconds (its latest
+    values then): every sample cost the hosts more CPU than all the rest of ingest
+    (bench/ml_eval.py), and a machine's condition changes over seconds, not samples."""
     persistence: int = 3
-    """Samples in a row above (below) the threshold that raise (clear) the alarm: one
+    """Scores in a row above (below) the threshold that raise (clear) the alarm: one
     noisy sample alone raised 10-20 false alarms per machine-day (bench/ml_eval.py)."""
     distance_weight: float = 1.0
     """A fallback's threshold is multiplied by ``1 + distance_weight * distance``."""

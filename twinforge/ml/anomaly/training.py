@@ -68,6 +68,7 @@ class TrainingConfig:
     rule: ThresholdRule = field(default_factory=ThresholdRule)
     distance_weight: float = 1.0
     persistence: int = 3
+    interval_s: float = 10.0
     levels: tuple[tuple[float, str, int], ...] = DEFAULT_LEVELS
     seed: int = 0
     quick: bool = False
@@ -178,6 +179,7 @@ def train_anomaly(data: TrainingSet, interface: str, config: TrainingConfig) -> 
         clusters=tuple(clusters),
         levels=config.levels,
         persistence=config.persistence,
+        interval_s=config.interval_s,
         distance_weight=config.distance_weight,
     )
     advice = recipe_advice(data, labels, clusters, lo, hi)
