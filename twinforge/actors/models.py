@@ -173,8 +173,7 @@ class HostModels:
         changes: list[AlarmChange] | None,
     ) -> list[tuple[Asset, dict[str, float], float, float]]:
         """Score each sample (an asset, its values with what physics derived, source and
-        received time); the values to record per sample (``<name>.score`` and
-        ``<name>.threshold``). Alarms raised or cleared go to ``changes``."""
+        received time); the values to record per sample (``<name>.score``). Alarms raised or cleared go to ``changes``."""
         batches: dict[int, tuple[_Loaded, list[int], list[list[float]]]] = {}
         for position, (asset, values, source_time, _) in enumerate(samples):
             for loaded in self._applying(asset.model_id):
@@ -219,12 +218,9 @@ class HostModels:
                 watch.fallback, watch.top_fields = scores.fallback[i], scores.top_fields[i]
                 watch.time = source_time
                 self._alarm(loaded.name, asset, watch, severity, persistence, changes)
-                out.setdefault(position, {}).update(
-                    {
-                        f"{loaded.name}.score": watch.score,
-                        f"{loaded.name}.threshold": watch.threshold,
-                    }
-                )
+                # The threshold is the cluster's, the same for every score: kept with the
+                # answer (status), not as a series of its own (16 KB per twin and model).
+                out.setdefault(position, {})[f"{loaded.name}.score"] = watch.score
         return [
             (samples[p][0], values, samples[p][2], samples[p][3])
             for p, values in sorted(out.items())
