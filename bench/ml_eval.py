@@ -11,9 +11,9 @@
   training range): RMSE and PHM08 score against a linear degradation baseline.
 * Power forecasts (15 min, 24 h ahead): MAPE against the better seasonal naive.
 * Scoring in the hosts: CPU the asset hosts on Ray spend with every model on every asset
-  of the ingest bench's plant (an anomaly model per interface and a power model per
-  machine) against the same hosts without models (both at once, physics on in both),
-  messages lost, and the RSS a host gains per asset.
+  of the ingest bench's plant (the sample factory's model configuration, trained from
+  the hosts' own history of a warm-up) against the same hosts without models (both at
+  once, physics on in both), messages lost, and the RSS the hosts gain per asset.
 * ``train_s``: training every model the demo plant uses.
 
     uv run python bench/ml_eval.py [--quick]
