@@ -43,7 +43,7 @@ from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_sco
 from twinforge.actors.asset_host import HostConfig
 from twinforge.actors.training import TrainingWindow, promote_version, train_model
 from twinforge.ml.anomaly.detectors import DETECTORS, ISOLATION_FOREST
-from twinforge.ml.anomaly.scoring import AnomalyBundle, debounced
+from twinforge.ml.anomaly.scoring import AnomalyBundle, AnomalyScores, debounced
 from twinforge.ml.anomaly.threshold import ThresholdRule
 from twinforge.ml.anomaly.training import WHOLE, TrainingConfig, TrainingSet, train_anomaly
 from twinforge.ml.config import load_model_config
@@ -114,14 +114,7 @@ def calibrate(
         for cluster in bundle.card.clusters:
             rows = np.array([c == cluster.key for c in trained.cluster])
             thresholds[cluster.key] = rule.threshold(trained.score[rows])
-        limit = (
-            np.array([thresholds[c] for c in val.cluster])
-            * val.threshold
-            / np.array([_plain(bundle, c) for c in val.cluster])
-        )
-        figures = judge(
-            validation, alarms(validation, val.score >= limit, persistence), val.score / limit
-        )
+        figures = judge_rule(validation, bundle, val, thresholds, persistence)
         key = (
             figures["false_alarms_per_asset_day"] <= 0.1,
             figures["f1"],
@@ -139,8 +132,19 @@ def calibrate(
     return best[1:]
 
 
-def _plain(bundle: AnomalyBundle, key: str) -> float:
-    return next(c.threshold for c in bundle.card.clusters if c.key == key)
+def judge_rule(
+    records: MoldingRecords,
+    bundle: AnomalyBundle,
+    scores: AnomalyScores,
+    thresholds: dict[str, float],
+    persistence: int,
+) -> dict[str, float]:
+    """:func:`judge` with each cluster's threshold replaced by ``thresholds`` (a
+    fallback's raised by the same factor as the bundle's own)."""
+    plain = {c.key: c.threshold for c in bundle.card.clusters}
+    limit = np.array([thresholds[c] / plain[c] for c in scores.cluster]) * scores.threshold
+    over = alarms(records, scores.score >= limit, persistence)
+    return judge(records, over, scores.score / limit)
 
 
 def anomaly(quick: bool) -> dict[str, float]:
@@ -175,14 +179,7 @@ def anomaly(quick: bool) -> dict[str, float]:
             bundle, training, clean, validation
         )
         scores = bundle.score(test.features, groups)
-        limit = (
-            np.array([thresholds[c] for c in scores.cluster])
-            * scores.threshold
-            / np.array([_plain(bundle, c) for c in scores.cluster])
-        )
-        figures = judge(
-            evaluation, alarms(evaluation, scores.score >= limit, persistence), scores.score / limit
-        )
+        figures = judge_rule(evaluation, bundle, scores, thresholds, persistence)
         figures["train_s"] = report.seconds
         figures["validation_f1"] = validation_f1
         figures["fallback_share"] = float(np.mean(scores.fallback))

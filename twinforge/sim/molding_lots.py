@@ -148,7 +148,7 @@ def simulate_lots(
         if fault not in MOLDING_FAULTS:
             raise ValueError(f"faults: {fault!r} is not one of {', '.join(MOLDING_FAULTS)}")
     rng = np.random.default_rng(seed)
-    rows: list[_Rows] = []
+    rows: list[MoldingRecords] = []
     lots: list[Lot] = []
     for facility in facilities:
         for m in range(machines_per_facility):
@@ -219,17 +219,6 @@ def _episode(fault: str, start: float, end: float, rng: np.random.Generator) -> 
     return FaultEpisode(fault, at, at + duration, float(rng.uniform(1800, 5400)), 1.0)
 
 
-@dataclass(slots=True)
-class _Rows:
-    times: np.ndarray
-    lot: np.ndarray
-    settings: np.ndarray
-    process: np.ndarray
-    residuals: np.ndarray
-    fault: np.ndarray
-    defect: np.ndarray
-
-
 class _Molder:
     """One machine: the plant's FMU (faults applied) and the twin's (healthy)."""
 
@@ -251,7 +240,8 @@ class _Molder:
         end: float,
         episode: FaultEpisode | None,
         lot: int,
-    ) -> _Rows:
+    ) -> MoldingRecords:
+        """The lot's shots (``lots`` left empty: the caller adds the lot record)."""
         barrel, speed, cycle_set = setting
         rng = self.rng
         n = max(1, int((end - start) // cycle_set))
@@ -311,7 +301,7 @@ class _Molder:
             times[k] = t
         settings = np.tile(np.asarray(setting, dtype=float), (n, 1))
         lots = np.full(n, lot, dtype=np.int32)
-        return _Rows(times, lots, settings, process, residuals, faults, defect)
+        return MoldingRecords(times, lots, settings, process, residuals, faults, defect)
 
 
 def _defect_probability(item: Item, melt: float, ring: float) -> float:

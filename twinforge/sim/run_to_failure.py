@@ -34,15 +34,7 @@ PUMP_FIELDS = (
     "pressure",
     "valvePosition",
 )
-_OUTPUTS = (
-    "flow",
-    "pressure",
-    "vibration",
-    "motorCurrent",
-    "electricPower",
-    "bearingTemperature",
-    "windingTemperature",
-)
+_OUTPUTS = _Pump.fmu_outputs
 _INPUTS = ("speed", "valvePosition", "bearingWear", "ambientTemperature")
 #: The load at which ``wear_rate`` holds: wear scales with (speed / this)^3 and valve / this.
 _REFERENCE_SPEED, _REFERENCE_VALVE = 0.925, 0.75

@@ -127,12 +127,11 @@ class AnomalyBundle:
         self._groups = np.array([c.group for c in card.clusters], dtype=object)
         self._setting_index = [card.features.index(s) for s in card.settings]
         self._set_lo = np.asarray(card.setting_min, dtype=float)
-        span = np.asarray(card.setting_max, dtype=float) - self._set_lo
-        self._set_span = np.where(span > 0, span, 1.0)
+        self._set_span = span(self._set_lo, np.asarray(card.setting_max, dtype=float))
         self._scaling = {
             c.key: (
                 np.asarray(c.feature_min),
-                _span(np.asarray(c.feature_min), np.asarray(c.feature_max)),
+                span(np.asarray(c.feature_min), np.asarray(c.feature_max)),
                 np.asarray(c.feature_mean),
                 np.where(np.asarray(c.feature_std) > 0, np.asarray(c.feature_std), 1.0),
             )
@@ -255,11 +254,12 @@ def read_bundle(directory: Path) -> tuple[BundleCard, dict[str, bytes]]:
         clusters = tuple(
             ClusterModel(**{**c, "centroid": tuple(c["centroid"])}) for c in data.pop("clusters")
         )
+        levels = tuple((float(a), str(n), int(s)) for a, n, s in data.pop("levels"))
         card = BundleCard(
             **{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()},
             clusters=clusters,
+            levels=levels,
         )
-        card = _tuples(card)
     except FileNotFoundError as error:
         raise ModelFileError(f"{path}: no model card") from error
     except (ValueError, TypeError, KeyError) as error:
@@ -273,13 +273,7 @@ def read_bundle(directory: Path) -> tuple[BundleCard, dict[str, bytes]]:
     return card, models
 
 
-def _tuples(card: BundleCard) -> BundleCard:
-    levels = tuple((float(a), str(n), int(s)) for a, n, s in card.levels)
-    return BundleCard(
-        **{**{f: getattr(card, f) for f in card.__dataclass_fields__}, "levels": levels}
-    )
-
-
-def _span(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def span(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``hi - lo``, with 1 where it is not positive: a constant feature scales to 0."""
     span = hi - lo
     return np.where(span > 0, span, 1.0)

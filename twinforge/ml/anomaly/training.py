@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from twinforge.ml.anomaly.detectors import AUTOENCODER, DETECTORS, fit_detector
-from twinforge.ml.anomaly.scoring import DEFAULT_LEVELS, BundleCard, ClusterModel
+from twinforge.ml.anomaly.scoring import DEFAULT_LEVELS, BundleCard, ClusterModel, span
 from twinforge.ml.anomaly.threshold import ThresholdRule
 
 #: Scaled setting distance beyond a cluster's trained spread still counted as trained.
@@ -120,7 +120,7 @@ def train_anomaly(data: TrainingSet, interface: str, config: TrainingConfig) -> 
     settings = data.features[:, index]
     lo = settings.min(axis=0) if len(index) else np.zeros(0)
     hi = settings.max(axis=0) if len(index) else np.zeros(0)
-    scaled = (settings - lo) / np.where(hi > lo, hi - lo, 1.0)
+    scaled = (settings - lo) / span(lo, hi)
     clusters: list[ClusterModel] = []
     models: dict[str, bytes] = {}
     left_out: dict[str, int] = {}
@@ -137,7 +137,7 @@ def train_anomaly(data: TrainingSet, interface: str, config: TrainingConfig) -> 
                 continue
             x = data.features[rows]
             f_lo, f_hi = x.min(axis=0), x.max(axis=0)
-            x_scaled = (x - f_lo) / np.where(f_hi > f_lo, f_hi - f_lo, 1.0)
+            x_scaled = (x - f_lo) / span(f_lo, f_hi)
             fitted = fit_detector(config.detector, x_scaled, seed=config.seed, quick=config.quick)
             # A setting within the cluster's spread (and a little more: engineers adjust
             # each lot by a degree or two) counts as trained; beyond it, a fallback.
@@ -235,7 +235,7 @@ def recipe_advice(
                 index = [data.names.index(s) for s in data.settings]
                 centre = data.features[rows][:, index].mean(axis=0)
             else:
-                centre = lo + np.asarray(centroid) * np.where(hi > lo, hi - lo, 1.0)
+                centre = lo + np.asarray(centroid) * span(lo, hi)
             x = data.features[rows]
             out.append(
                 RecipeAdvice(
