@@ -1209,16 +1209,12 @@ def ml_train(
 ) -> None:
     """Train each configured model on its twins' history; prints one JSON line per new
     registry version. Exit 1 if a model could not be trained (the reason on stderr)."""
-    from datetime import UTC, datetime, timedelta
-
     from twinforge.actors.training import TrainingWindow, promote_version, train_model, twins_of
     from twinforge.config import get_settings
     from twinforge.ml.registry import ModelRegistry
 
     settings = get_settings()
     bindings = _ml_bindings(config, name, interface)
-    end = datetime.now(UTC)
-    start = end - timedelta(hours=hours)
     failed = False
     for binding in bindings:
         with _graph_service() as service:
@@ -1226,7 +1222,7 @@ def ml_train(
         try:
             version = train_model(
                 binding,
-                TrainingWindow(twins, start, end),
+                TrainingWindow.last(twins, hours),
                 history_url=settings.history_url,
                 data_dir=settings.data_dir,
                 mlflow_uri=settings.mlflow_uri,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,12 @@ class TrainingWindow:
     twin_ids: tuple[str, ...]
     start: datetime | None = None
     end: datetime | None = None
+
+    @classmethod
+    def last(cls, twin_ids: tuple[str, ...], hours: float) -> TrainingWindow:
+        """The last ``hours`` of the twins' history. No end: samples stamped a little
+        ahead of this machine's clock (a plant's own clock) count too."""
+        return cls(twin_ids, datetime.now(UTC) - timedelta(hours=hours))
 
 
 def twins_of(twins: TwinService, interface: str) -> list[str]:
@@ -224,12 +230,8 @@ class ModelService:
     def train(
         self, name: str, interface: str, hours: float, *, quick: bool = False
     ) -> ModelVersion:
-        from datetime import UTC, timedelta
-
         binding = self.binding(name, interface)
-        end = datetime.now(UTC)
-        # No end: a plant clock ahead of this one (the demo's runs faster) still counts.
-        window = TrainingWindow(tuple(self._twins_of(interface)), end - timedelta(hours=hours))
+        window = TrainingWindow.last(tuple(self._twins_of(interface)), hours)
         task = train_task.remote(
             binding,
             window,
